@@ -1,0 +1,126 @@
+//! Error enums, one per boundary. Each variant's message is one line that says what to fix.
+//! `anyhow` is used only in `main`.
+
+use thiserror::Error;
+
+/// Bad or missing configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{var} is not set: {hint}")]
+    Missing {
+        /// The variable to set.
+        var: String,
+        /// What it should hold.
+        hint: String,
+    },
+    /// A variable is set to something unusable.
+    #[error("{var} is invalid: {reason}")]
+    Invalid {
+        /// The variable to fix.
+        var: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// A variable with an unusable value.
+    pub fn invalid(var: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid { var: var.into(), reason: reason.into() }
+    }
+
+    /// A required variable that is not set.
+    pub fn missing(var: &str, hint: impl Into<String>) -> Self {
+        Self::Missing { var: var.into(), hint: hint.into() }
+    }
+
+    /// Turn an `envy` error into one naming the environment variable.
+    pub fn from_envy(e: envy::Error) -> Self {
+        match e {
+            envy::Error::MissingValue(field) => Self::missing(&field.to_uppercase(), "it is required"),
+            envy::Error::Custom(msg) => {
+                // envy reports `<reason> while parsing value '<v>' provided by <FIELD>`
+                match msg.rsplit_once("provided by ") {
+                    Some((reason, field)) => Self::invalid(
+                        &field.trim().to_uppercase(),
+                        reason.trim().trim_end_matches(" while parsing value").to_string(),
+                    ),
+                    None => Self::invalid("environment", msg),
+                }
+            }
+        }
+    }
+}
+
+/// Failures talking to MongoDB.
+#[derive(Debug, Error)]
+pub enum MongoError {
+    /// The connection string does not parse.
+    #[error("MONGO_DATABASE_HOST is not a valid MongoDB connection string ({uri}): {reason}")]
+    BadUri {
+        /// The URI, password redacted.
+        uri: String,
+        /// The driver's complaint.
+        reason: String,
+    },
+    /// No server answered in time.
+    #[error("cannot reach MongoDB at {uri} (check MONGO_DATABASE_HOST and that the server is running): {reason}")]
+    Unreachable {
+        /// The URI, password redacted.
+        uri: String,
+        /// The driver's complaint.
+        reason: String,
+    },
+    /// The server refused our credentials.
+    #[error("MongoDB refused the credentials in MONGO_DATABASE_HOST: {0}")]
+    Auth(String),
+    /// The resume point is older than the oldest oplog entry.
+    #[error(
+        "the checkpoint of CDC_NAME `{name}` has fallen off the oplog, so changes were missed; to start over from now, delete it: db.getSiblingDB(\"{state_db}\").checkpoints.deleteOne({{_id: \"{name}\"}}) (and resync the consumers)"
+    )]
+    HistoryLost {
+        /// The bridge name.
+        name: String,
+        /// The checkpoint database.
+        state_db: String,
+    },
+    /// Any other driver error.
+    #[error("MongoDB error: {0}")]
+    Driver(#[from] mongodb::error::Error),
+}
+
+/// Failures talking to RabbitMQ.
+#[derive(Debug, Error)]
+pub enum MqError {
+    /// The broker refused the login.
+    #[error(
+        "RabbitMQ at {addr} refused the login of `{user}` (check RABBITMQ_DEFAULT_USERNAME, RABBITMQ_DEFAULT_PASSWORD and RABBITMQ_VHOST)"
+    )]
+    Auth {
+        /// host:port and vhost.
+        addr: String,
+        /// The user name.
+        user: String,
+    },
+    /// The broker could not be reached.
+    #[error("cannot reach RabbitMQ at {addr} (check RABBITMQ_HOST and RABBITMQ_PORT): {reason}")]
+    Unreachable {
+        /// host:port and vhost.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker negatively acknowledged a message.
+    #[error("RabbitMQ nacked a published message")]
+    Nack,
+    /// The broker returned a message as unroutable.
+    #[error("RabbitMQ returned a message as unroutable: {0}")]
+    Returned(String),
+    /// The queues cannot be declared as we need them.
+    #[error("{0}")]
+    Topology(String),
+    /// The channel or connection closed.
+    #[error("RabbitMQ channel closed: {0}")]
+    ChannelClosed(#[from] lapin::Error),
+}

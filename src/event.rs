@@ -1,0 +1,233 @@
+//! The wire contract: one [`ChangeEvent`] per change, as UTF-8 JSON, and the BSON -> JSON
+//! mapping (ids become strings; nothing else loses information).
+//!
+//! | BSON                    | JSON                                             |
+//! |-------------------------|--------------------------------------------------|
+//! | ObjectId                | 24-char hex string                               |
+//! | Date                    | ISO-8601 UTC string, millisecond precision       |
+//! | Decimal128              | string (`"1.50"`)                                |
+//! | Int32, Int64            | number, exact                                    |
+//! | Double                  | number (NaN/±Infinity: `{"$numberDouble": ..}`)  |
+//! | anything else           | relaxed Extended JSON (`$binary`, `$regularExpression`, `$timestamp`, ...) |
+
+use mongodb::bson::{Bson, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The kind of change, Debezium style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    /// Insert.
+    #[serde(rename = "c")]
+    Create,
+    /// Update or replace.
+    #[serde(rename = "u")]
+    Update,
+    /// Delete.
+    #[serde(rename = "d")]
+    Delete,
+    /// A row of an initial snapshot (resync).
+    #[serde(rename = "r")]
+    Read,
+}
+
+impl Op {
+    /// The one-letter code used on the wire and as the AMQP `type`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// Where a change happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Database name.
+    pub db: String,
+    /// Collection name.
+    pub collection: String,
+    /// The oplog time of the change; orders changes to one document.
+    pub cluster_time: ClusterTime,
+}
+
+/// A MongoDB timestamp: seconds and an increment within that second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterTime {
+    /// Seconds since the epoch.
+    pub t: u32,
+    /// Ordinal within the second.
+    pub i: u32,
+}
+
+/// One change, as published. See the README for the field-by-field contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The change's resume token `_data`; unique, consumers dedupe on it.
+    pub id: String,
+    /// What happened.
+    pub op: Op,
+    /// The document `_id` as a string.
+    pub key: String,
+    /// Pre-image, when the collection records them.
+    pub before: Option<Map<String, Value>>,
+    /// The document after the change; null for deletes.
+    pub after: Option<Map<String, Value>>,
+    /// Fields set by an update.
+    pub updated_fields: Option<Map<String, Value>>,
+    /// Fields removed by an update.
+    pub removed_fields: Option<Vec<String>>,
+    /// Where and when.
+    pub source: Source,
+    /// Event wall time, ms since the epoch.
+    pub ts_ms: i64,
+}
+
+/// Why a raw change could not become a [`ChangeEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// A field the contract needs was absent.
+    #[error("change event has no {0}")]
+    Missing(&'static str),
+}
+
+impl ChangeEvent {
+    /// Build the wire event from a change stream event. `Ok(None)` for operation types we do
+    /// not publish (drop, rename, invalidate, ...).
+    pub fn from_change(ev: &ChangeStreamEvent<Document>) -> Result<Option<Self>, EventError> {
+        let op = match ev.operation_type {
+            OperationType::Insert => Op::Create,
+            OperationType::Update | OperationType::Replace => Op::Update,
+            OperationType::Delete => Op::Delete,
+            _ => return Ok(None),
+        };
+        let ns = ev.ns.as_ref().ok_or(EventError::Missing("ns"))?;
+        let collection = ns.coll.clone().ok_or(EventError::Missing("ns.coll"))?;
+        let id_value = ev
+            .document_key
+            .as_ref()
+            .and_then(|k| k.get("_id"))
+            .ok_or(EventError::Missing("documentKey._id"))?;
+        let ct = ev.cluster_time.ok_or(EventError::Missing("clusterTime"))?;
+        let ts_ms = ev
+            .wall_time
+            .map(|w| w.timestamp_millis())
+            .unwrap_or(i64::from(ct.time) * 1000);
+        let (updated_fields, removed_fields) = match &ev.update_description {
+            Some(u) => (Some(doc_to_json(&u.updated_fields)), Some(u.removed_fields.clone())),
+            None => (None, None),
+        };
+        Ok(Some(ChangeEvent {
+            id: token_data(&ev.id),
+            op,
+            key: key_string(id_value),
+            before: ev.full_document_before_change.as_ref().map(doc_to_json),
+            after: if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) },
+            updated_fields,
+            removed_fields,
+            source: Source {
+                db: ns.db.clone(),
+                collection,
+                cluster_time: ClusterTime { t: ct.time, i: ct.increment },
+            },
+            ts_ms,
+        }))
+    }
+
+    /// The UTF-8 JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain maps and strings cannot fail.
+        serde_json::to_vec(self).expect("ChangeEvent serialises")
+    }
+}
+
+/// The `_data` string of a resume token (falls back to its extended JSON).
+pub fn token_data(token: &ResumeToken) -> String {
+    match mongodb::bson::to_bson(token) {
+        Ok(Bson::Document(d)) => match d.get("_data") {
+            Some(Bson::String(s)) => s.clone(),
+            _ => Bson::Document(d).into_relaxed_extjson().to_string(),
+        },
+        Ok(other) => other.into_relaxed_extjson().to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The document `_id` as a string: ObjectId as hex, strings as they are, numbers in decimal,
+/// anything else as compact JSON of its mapped form.
+pub fn key_string(id: &Bson) -> String {
+    match id {
+        Bson::ObjectId(oid) => oid.to_hex(),
+        Bson::String(s) => s.clone(),
+        Bson::Int32(n) => n.to_string(),
+        Bson::Int64(n) => n.to_string(),
+        other => bson_to_json(other).to_string(),
+    }
+}
+
+/// Map a BSON document to a JSON object (see the module table).
+pub fn doc_to_json(doc: &Document) -> Map<String, Value> {
+    doc.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()
+}
+
+/// Map one BSON value to JSON (see the module table).
+pub fn bson_to_json(value: &Bson) -> Value {
+    match value {
+        Bson::Document(d) => Value::Object(doc_to_json(d)),
+        Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
+        Bson::ObjectId(oid) => Value::String(oid.to_hex()),
+        Bson::DateTime(dt) => match dt.try_to_rfc3339_string() {
+            Ok(s) => Value::String(s),
+            // Outside years 0..=9999 RFC 3339 has no form; keep the exact millis.
+            Err(_) => value.clone().into_relaxed_extjson(),
+        },
+        Bson::Decimal128(d) => Value::String(d.to_string()),
+        Bson::Int32(n) => Value::from(*n),
+        Bson::Int64(n) => Value::from(*n),
+        Bson::String(s) => Value::String(s.clone()),
+        Bson::Boolean(b) => Value::Bool(*b),
+        Bson::Null => Value::Null,
+        other => other.clone().into_relaxed_extjson(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, oid::ObjectId};
+
+    #[test]
+    fn ids_become_strings_and_types_keep_information() {
+        let oid = ObjectId::parse_str("6b01dfc17594185f823048ac").unwrap();
+        let d = doc! {
+            "_id": oid,
+            "when": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
+            "big": 9_007_199_254_740_993_i64,
+            "nested": { "ref": oid, "list": [1, [2, { "x": oid }]] },
+            "a.b": 1, "$x": "y",
+        };
+        let j = Value::Object(doc_to_json(&d));
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "_id": "6b01dfc17594185f823048ac",
+                "when": "2023-11-14T22:13:20.123Z",
+                "big": 9_007_199_254_740_993_i64,
+                "nested": { "ref": "6b01dfc17594185f823048ac", "list": [1, [2, { "x": "6b01dfc17594185f823048ac" }]] },
+                "a.b": 1, "$x": "y",
+            })
+        );
+        assert_eq!(j.to_string().contains("9007199254740993"), true);
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(key_string(&Bson::Int32(7)), "7");
+        assert_eq!(key_string(&Bson::String("k".into())), "k");
+        assert_eq!(key_string(&Bson::Document(doc! {"a": 1})), r#"{"a":1}"#);
+    }
+}

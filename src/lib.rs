@@ -1,0 +1,25 @@
+//! mongo-cdc: MongoDB change streams -> RabbitMQ (the bridge), and RabbitMQ -> versioned
+//! state and online models (the sink).
+//!
+//! Map of the modules:
+//! - [`config`]: settings from the environment and `.env`.
+//! - [`error`]: one error enum per boundary.
+//! - [`shutdown`]: SIGINT/SIGTERM -> cancellation token.
+//! - [`event`]: the wire contract ([`event::ChangeEvent`]) and BSON -> JSON.
+//! - [`db`]: the shared MongoDB client.
+//! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
+//! - [`bridge`]: watch -> publish -> checkpoint.
+//! - [`insert_test`]: test documents for trying the bridge by hand.
+//! - [`sink`]: consume -> idempotent apply -> state -> models -> HTTP.
+//! - [`ml`]: online scaler, SGD models and metrics.
+
+pub mod bridge;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod event;
+pub mod insert_test;
+pub mod ml;
+pub mod mq;
+pub mod shutdown;
+pub mod sink;

@@ -1,0 +1,83 @@
+//! The `mongo-cdc` binary: parses the subcommand, reads settings, and calls the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mongo_cdc::config::{self, BridgeSettings, MongoSettings};
+use mongo_cdc::{bridge, insert_test, shutdown};
+
+#[derive(Parser)]
+#[command(name = "mongo-cdc", version, about = "MongoDB change streams -> RabbitMQ, and an online-learning sink")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch MONGO_DATABASE_NAME and publish every change to RABBITMQ_QUEUE_NAME.
+    Bridge,
+    /// Insert test documents into the watched database (and optionally update/delete some).
+    InsertTest {
+        /// How many documents to insert.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+        /// Collection to write to.
+        #[arg(long, default_value = "posts")]
+        collection: String,
+        /// How many of them to update afterwards.
+        #[arg(long, default_value_t = 0)]
+        updates: u64,
+        /// How many of them to delete afterwards.
+        #[arg(long, default_value_t = 0)]
+        deletes: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    config::load_dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(try_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line: the error and its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn try_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bridge => {
+            let settings = BridgeSettings::from_env()?;
+            tracing::info!(?settings, "starting bridge");
+            bridge::run(settings, shutdown::on_signals()).await?;
+            tracing::info!("bridge stopped cleanly");
+        }
+        Command::InsertTest { count, collection, updates, deletes } => {
+            let settings = MongoSettings::from_env()?;
+            let plan = insert_test::InsertPlan { count, collection, updates, deletes };
+            let report = insert_test::run(&settings, &plan).await.context("insert-test failed")?;
+            println!(
+                "inserted {}, updated {}, deleted {} in {}.{}",
+                report.inserted, report.updated, report.deleted, settings.mongo_database_name, plan.collection
+            );
+        }
+    }
+    Ok(())
+}

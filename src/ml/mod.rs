@@ -1,0 +1,1 @@
+//! Online models: scaler, SGD linear models, metrics.

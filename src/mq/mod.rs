@@ -1,0 +1,93 @@
+//! The one shared RabbitMQ connection (created lazily, reconnected with backoff), the queue
+//! topology, and the confirming publisher.
+
+pub mod publisher;
+pub mod topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use tokio::sync::Mutex;
+
+use crate::config::RabbitSettings;
+use crate::error::MqError;
+
+/// A handle on the process's RabbitMQ connection. Clones share one connection; when it
+/// drops, the next [`Rabbit::channel`] call reconnects.
+#[derive(Clone)]
+pub struct Rabbit {
+    settings: Arc<RabbitSettings>,
+    name: Arc<str>,
+    conn: Arc<Mutex<Option<Arc<Connection>>>>,
+}
+
+impl Rabbit {
+    /// A handle; nothing connects until first used. `name` is shown in the management UI.
+    pub fn new(settings: RabbitSettings, name: &str) -> Self {
+        Self { settings: Arc::new(settings), name: name.into(), conn: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The settings this handle connects with.
+    pub fn settings(&self) -> &RabbitSettings {
+        &self.settings
+    }
+
+    /// Connect once, now, without retrying: the start-up check that turns a wrong address or
+    /// wrong credentials into one readable error.
+    pub async fn check(&self) -> Result<(), MqError> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_none_or(|c| !c.status().connected()) {
+            *guard = Some(Arc::new(self.connect_once().await?));
+        }
+        Ok(())
+    }
+
+    /// A new channel on the shared connection, reconnecting (with exponential backoff) if the
+    /// connection is gone. Refused credentials are not retried.
+    pub async fn channel(&self) -> Result<Channel, MqError> {
+        let conn = self.connection().await?;
+        Ok(conn.create_channel().await?)
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, MqError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| c.status().connected()) {
+            return Ok(c.clone());
+        }
+        let conn = (|| self.connect_once())
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(usize::MAX),
+            )
+            .when(|e| !matches!(e, MqError::Auth { .. }))
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "RabbitMQ unavailable, retrying"))
+            .await?;
+        let conn = Arc::new(conn);
+        *guard = Some(conn.clone());
+        tracing::info!(addr = %self.settings.display_addr(), "connected to RabbitMQ");
+        Ok(conn)
+    }
+
+    async fn connect_once(&self) -> Result<Connection, MqError> {
+        let props = ConnectionProperties::default().with_connection_name(self.name.to_string().into());
+        Connection::connect(&self.settings.amqp_uri(), props).await.map_err(|e| self.classify(e))
+    }
+
+    fn classify(&self, e: lapin::Error) -> MqError {
+        let addr = self.settings.display_addr();
+        match e.kind() {
+            ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                    MqError::Auth { addr, user: self.settings.rabbitmq_default_username.clone() }
+                }
+                _ => MqError::Unreachable { addr, reason: e.to_string() },
+            },
+            _ => MqError::Unreachable { addr, reason: e.to_string() },
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The ML sink (see issue: consume -> apply -> models -> HTTP).
