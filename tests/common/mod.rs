@@ -1,0 +1,375 @@
+//! Test helpers: start SecantusDB on a free port, run the `mongo-cdc` binary, talk to the real
+//! RabbitMQ, make unique names, and wait on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use mongo_cdc::event::ChangeEvent;
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
+
+/// Names no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Poll `cond` until it returns `Some`, or panic with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn secantusd() -> PathBuf {
+    std::env::var_os("SECANTUSD").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py")
+    })
+}
+
+/// A SecantusDB server of this test's own.
+pub struct Secantus {
+    pub port: u16,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Secantus {
+    /// Throw-away storage.
+    pub async fn in_memory() -> Self {
+        Self::start(None).await
+    }
+
+    /// On-disk storage, so it can be restarted with its data.
+    pub async fn on_disk() -> Self {
+        Self::start(Some(tempfile::tempdir().unwrap())).await
+    }
+
+    async fn start(dir: Option<tempfile::TempDir>) -> Self {
+        let mut s = Self { port: free_port(), child: None, dir };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let storage = match &self.dir {
+            Some(d) => d.path().join("data").to_string_lossy().into_owned(),
+            None => ":memory:".into(),
+        };
+        let bin = secantusd();
+        assert!(bin.exists(), "{} not found: run `make test` (it installs SecantusDB into .venv)", bin.display());
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path", &storage])
+            .args(["--log-level", "WARNING"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start secantusd-py");
+        self.child = Some(child);
+        let uri = self.uri();
+        wait_for("SecantusDB to answer", Duration::from_secs(30), || {
+            let uri = uri.clone();
+            async move {
+                let c = Client::with_uri_str(&uri).await.ok()?;
+                c.database("admin").run_command(doc! {"ping": 1}).await.ok().map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// The connection string.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?replicaSet=secantus&serverSelectionTimeoutMS=5000", self.port)
+    }
+
+    /// A fresh driver client.
+    pub async fn client(&self) -> Client {
+        Client::with_uri_str(self.uri()).await.unwrap()
+    }
+
+    /// Stop (SIGTERM, then SIGKILL) and start again on the same port and storage.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Secantus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The environment for one bridge (or sink) under test: every variable set explicitly so a
+/// developer's `.env` cannot leak in.
+#[derive(Clone)]
+pub struct Env {
+    pub vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn bridge(mongo_uri: &str, db: &str, queue: &str) -> Self {
+        let mut vars = HashMap::new();
+        for (k, v) in [
+            ("MONGO_DATABASE_HOST", mongo_uri),
+            ("MONGO_DATABASE_NAME", db),
+            ("MONGO_COLLECTIONS", ""),
+            ("RABBITMQ_HOST", "127.0.0.1"),
+            ("RABBITMQ_PORT", "5672"),
+            ("RABBITMQ_DEFAULT_USERNAME", "guest"),
+            ("RABBITMQ_DEFAULT_PASSWORD", "guest"),
+            ("RABBITMQ_VHOST", "/"),
+            ("RABBITMQ_QUEUE_NAME", queue),
+            ("CDC_NAME", queue),
+            ("CDC_STATE_DATABASE", &format!("{db}_state")),
+            ("RUST_LOG", "info,lapin=warn"),
+        ] {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        Self { vars }
+    }
+
+    pub fn set(mut self, k: &str, v: &str) -> Self {
+        self.vars.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn get(&self, k: &str) -> &str {
+        &self.vars[k]
+    }
+}
+
+/// A running `mongo-cdc` process.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Start `mongo-cdc <args>` with `env` (and nothing from `.env`: it runs in a temp dir).
+    pub fn start(args: &[&str], env: &Env) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mongo-cdc"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env.vars)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start mongo-cdc");
+        Self { child, log, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        self.wait(limit).await
+    }
+
+    /// Wait for the process to exit.
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let log = self.log.clone();
+        let child = &mut self.child;
+        wait_for(&format!("mongo-cdc to exit (log {})", log.display()), limit, || {
+            let r = child.try_wait().unwrap();
+            async move { r }
+        })
+        .await
+    }
+
+    /// Panic with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("mongo-cdc exited with {status}:\n{}", self.output());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The checkpoint document of a bridge, if written.
+pub async fn checkpoint(client: &Client, env: &Env) -> Option<Document> {
+    client
+        .database(env.get("CDC_STATE_DATABASE"))
+        .collection::<Document>("checkpoints")
+        .find_one(doc! {"_id": env.get("CDC_NAME")})
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Start a bridge and wait until it has pinned its starting point (so writes after this
+/// are seen).
+pub async fn start_bridge(client: &Client, env: &Env) -> Proc {
+    let mut p = Proc::start(&["bridge"], env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint(client, env).await.is_none() {
+        p.assert_running();
+        assert!(Instant::now() < deadline, "bridge did not checkpoint in time:\n{}", p.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p
+}
+
+/// The AMQP URI of the local broker for `vhost`.
+pub fn amqp_uri(vhost: &str) -> String {
+    let v = if vhost == "/" { "%2f".to_string() } else { vhost.to_string() };
+    format!("amqp://guest:guest@127.0.0.1:5672/{v}")
+}
+
+/// One received message.
+#[derive(Debug)]
+pub struct Received {
+    pub props: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn event(&self) -> ChangeEvent {
+        serde_json::from_slice(&self.body).expect("message is a ChangeEvent")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("message is JSON")
+    }
+}
+
+/// Consume from `queue` until `done(&received)` or the deadline (then panic).
+pub async fn consume_until(
+    vhost: &str,
+    queue: &str,
+    limit: Duration,
+    mut done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let conn = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1000, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(queue.into(), unique("test").as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&got) {
+        let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+        let Ok(Some(Ok(delivery))) = next else {
+            panic!("timed out after {limit:?} consuming {queue}: got {} messages", got.len());
+        };
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        got.push(Received { props: delivery.properties.clone(), body: delivery.data.clone() });
+    }
+    let _ = conn.close(200, "done".into()).await;
+    got
+}
+
+/// Messages ready in `queue` (a short-lived connection; `None` if the broker is unreachable).
+pub async fn queue_len(vhost: &str, queue: &str) -> Option<u32> {
+    let conn = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await.ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    let q = ch
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .ok()?;
+    let _ = conn.close(200, "done".into()).await;
+    Some(q.message_count())
+}
+
+/// Delete the queue, its dead-letter queue and exchange.
+pub async fn delete_topology(vhost: &str, queue: &str) {
+    let Ok(conn) = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = ch.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+        let _ = ch.queue_delete(format!("{queue}.dlq").as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = ch.exchange_delete(format!("{queue}.dlx").as_str().into(), Default::default()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// Run `rabbitmqctl` with `args`, panicking on failure.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A vhost of this test's own (deleted on drop), so broker-wide actions stay contained.
+pub struct Vhost(pub String);
+
+impl Vhost {
+    pub fn new() -> Self {
+        let name = unique("vh");
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self(name)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.0]).output();
+    }
+}
