@@ -95,13 +95,23 @@ pub enum MongoError {
 pub enum MqError {
     /// The broker refused the login.
     #[error(
-        "RabbitMQ at {addr} refused the login of `{user}` (check RABBITMQ_DEFAULT_USERNAME, RABBITMQ_DEFAULT_PASSWORD and RABBITMQ_VHOST)"
+        "RabbitMQ at {addr} refused the login of `{user}` (check RABBITMQ_DEFAULT_USERNAME and RABBITMQ_DEFAULT_PASSWORD)"
     )]
     Auth {
         /// host:port and vhost.
         addr: String,
         /// The user name.
         user: String,
+    },
+    /// The vhost does not exist, or the user may not use it.
+    #[error("RabbitMQ at {addr} does not let `{user}` use vhost `{vhost}` (check RABBITMQ_VHOST, and the user's permissions)")]
+    Vhost {
+        /// host:port and vhost.
+        addr: String,
+        /// The user name.
+        user: String,
+        /// The vhost.
+        vhost: String,
     },
     /// The broker could not be reached.
     #[error("cannot reach RabbitMQ at {addr} (check RABBITMQ_HOST and RABBITMQ_PORT): {reason}")]

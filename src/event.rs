@@ -157,6 +157,24 @@ pub fn token_data(token: &ResumeToken) -> String {
     }
 }
 
+/// The cluster time a resume token points at, if its format is known: MongoDB's `_data` is
+/// a hex KeyString whose first byte is 0x82 followed by the big-endian timestamp; SecantusDB's
+/// is hex BSON with a `t` timestamp. Decoded by hand because no crate reads either format.
+pub fn token_cluster_time(token: &ResumeToken) -> Option<ClusterTime> {
+    let data = token_data(token);
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    if data.len() >= 18 && data[..2].eq_ignore_ascii_case("82") {
+        return Some(ClusterTime { t: hex(&data[2..10])?, i: hex(&data[10..18])? });
+    }
+    let bytes: Vec<u8> = (0..data.len() / 2)
+        .map(|k| u8::from_str_radix(data.get(2 * k..2 * k + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    match Document::from_reader(bytes.as_slice()).ok()?.get("t")? {
+        Bson::Timestamp(ts) => Some(ClusterTime { t: ts.time, i: ts.increment }),
+        _ => None,
+    }
+}
+
 /// The document `_id` as a string: ObjectId as hex, strings as they are, numbers in decimal,
 /// anything else as compact JSON of its mapped form.
 pub fn key_string(id: &Bson) -> String {
@@ -222,6 +240,16 @@ mod tests {
             })
         );
         assert_eq!(j.to_string().contains("9007199254740993"), true);
+    }
+
+    #[test]
+    fn token_times() {
+        let mongo: ResumeToken = mongodb::bson::from_document(doc! {"_data": "8263A1B2C3000000042B022C0100296E5A1004"}).unwrap();
+        assert_eq!(token_cluster_time(&mongo), Some(ClusterTime { t: 0x63A1B2C3, i: 4 }));
+        let secantus: ResumeToken = mongodb::bson::from_document(doc! {"_data": "3e0000001073000800000011740005000000c4df016b026e00180000007363726162626c652e24636d642e61676772656761746500036b00050000000000"}).unwrap();
+        assert_eq!(token_cluster_time(&secantus), Some(ClusterTime { t: 0x6b01dfc4, i: 5 }));
+        let other: ResumeToken = mongodb::bson::from_document(doc! {"_data": "zz"}).unwrap();
+        assert_eq!(token_cluster_time(&other), None);
     }
 
     #[test]

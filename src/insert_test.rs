@@ -41,6 +41,12 @@ const BATCH: u64 = 500;
 /// `plan.deletes` of them.
 pub async fn run(settings: &MongoSettings, plan: &InsertPlan) -> Result<InsertReport, MongoError> {
     let mongo = Mongo::new(&settings.mongo_database_host);
+    let result = write(settings, plan, &mongo).await;
+    mongo.shutdown().await;
+    result
+}
+
+async fn write(settings: &MongoSettings, plan: &InsertPlan, mongo: &Mongo) -> Result<InsertReport, MongoError> {
     mongo.ping().await?;
     let coll = mongo
         .client()

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     config::load_dotenv();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -54,7 +54,8 @@ fn main() -> ExitCode {
     match runtime.block_on(try_main(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One readable line: the error and its causes.
+            // One readable line: the error and its causes. (lapin's own logs are off by
+            // default: every failure it reports reaches us as an error we explain.)
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

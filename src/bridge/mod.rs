@@ -51,6 +51,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// fatal error occurs. Connection failures after start-up are retried with backoff.
 pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Result<(), BridgeError> {
     let mongo = Mongo::new(&settings.mongo.mongo_database_host);
+    let result = run_with(settings, mongo.clone(), shutdown).await;
+    mongo.shutdown().await;
+    result
+}
+
+async fn run_with(settings: BridgeSettings, mongo: Mongo, shutdown: CancellationToken) -> Result<(), BridgeError> {
     mongo.ping().await?;
     let rabbit = Rabbit::new(settings.rabbit.clone(), &format!("mongo-cdc bridge {}", settings.cdc.cdc_name));
     rabbit.check().await?;
@@ -125,13 +131,7 @@ impl Bridge {
                     continue;
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Mongo(e)) if history_lost(&e) => {
-                    return Err(MongoError::HistoryLost {
-                        name: self.settings.cdc.cdc_name.clone(),
-                        state_db: self.settings.cdc.cdc_state_database.clone(),
-                    }
-                    .into());
-                }
+                Err(Failure::Mongo(e)) if history_lost(&e) => return Err(self.history_lost().into()),
                 Err(Failure::Mongo(e)) => tracing::warn!(error = %e, "MongoDB failed, resuming from the last confirmed change"),
                 Err(Failure::Mq(e)) => tracing::warn!(error = %e, "RabbitMQ failed, republishing from the last confirmed change"),
             }
@@ -146,9 +146,15 @@ impl Bridge {
     /// One change stream and one channel, until shutdown, a closed stream or a failure.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<End, Failure> {
         let publisher = Publisher::open(&self.rabbit, &self.topology).await.map_err(|e| match e {
-            MqError::Auth { .. } | MqError::Topology(_) => Failure::Fatal(e.into()),
+            MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Topology(_) => Failure::Fatal(e.into()),
             e => Failure::Mq(e),
         })?;
+        if let Some(token) = &self.confirmed {
+            let client = self.mongo.client().await.map_err(|e| Failure::Fatal(e.into()))?;
+            if oplog_lost(client, token).await {
+                return Err(Failure::Fatal(self.history_lost().into()));
+            }
+        }
         let stream = self.open_stream().await.map_err(Failure::Mongo)?;
         if self.confirmed.is_none() {
             // First start: pin "now" before anything is published, so a crash from here on
@@ -217,6 +223,13 @@ impl Bridge {
         end
     }
 
+    fn history_lost(&self) -> MongoError {
+        MongoError::HistoryLost {
+            name: self.settings.cdc.cdc_name.clone(),
+            state_db: self.settings.cdc.cdc_state_database.clone(),
+        }
+    }
+
     fn advance(&mut self, token: ResumeToken) {
         self.writer.advance(token.clone());
         self.confirmed = Some(token);
@@ -250,6 +263,24 @@ impl Bridge {
 /// no longer in the oplog.
 fn history_lost(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 286 || c.code == 280)
+}
+
+/// Some servers (SecantusDB) resume silently from a pruned position instead of failing with
+/// 286, so check ourselves: the oldest oplog entry must not be newer than the token. When the
+/// oplog cannot be read (no privilege, mongos), the server's own check is all there is.
+async fn oplog_lost(client: &mongodb::Client, token: &ResumeToken) -> bool {
+    let Some(at) = crate::event::token_cluster_time(token) else { return false };
+    let oldest = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .projection(doc! {"ts": 1})
+        .await;
+    match oldest.ok().flatten().and_then(|d| d.get_timestamp("ts").ok()) {
+        Some(ts) => (ts.time, ts.increment) > (at.t, at.i),
+        None => false,
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

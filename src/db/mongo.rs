@@ -30,17 +30,25 @@ impl Mongo {
             .get_or_try_init(|| async {
                 let mut opts = ClientOptions::parse(&*self.uri).await.map_err(|e| MongoError::BadUri {
                     uri: redact_uri(&self.uri),
-                    reason: one_line(&e),
+                    reason: reason(&e),
                 })?;
                 opts.app_name.get_or_insert_with(|| "mongo-cdc".into());
                 // Fail in seconds, not the driver's 30 s, when nothing answers; a URI option wins.
                 opts.server_selection_timeout.get_or_insert(Duration::from_secs(10));
                 Client::with_options(opts).map_err(|e| MongoError::BadUri {
                     uri: redact_uri(&self.uri),
-                    reason: one_line(&e),
+                    reason: reason(&e),
                 })
             })
             .await
+    }
+
+    /// Close the client's connections and background tasks. Call it before the runtime goes
+    /// away: a client merely dropped during runtime shutdown can panic inside the driver.
+    pub async fn shutdown(&self) {
+        if let Some(client) = self.client.get() {
+            client.clone().shutdown().immediate(true).await;
+        }
     }
 
     /// Check that the server answers, turning failures into errors that name what to fix.
@@ -54,16 +62,28 @@ impl Mongo {
     pub fn classify(&self, e: mongodb::error::Error) -> MongoError {
         match *e.kind {
             ErrorKind::ServerSelection { .. } => {
-                MongoError::Unreachable { uri: redact_uri(&self.uri), reason: one_line(&e) }
+                MongoError::Unreachable { uri: redact_uri(&self.uri), reason: reason(&e) }
             }
-            ErrorKind::Authentication { .. } => MongoError::Auth(one_line(&e)),
+            ErrorKind::Authentication { .. } => MongoError::Auth(reason(&e)),
             _ => MongoError::Driver(e),
         }
     }
 }
 
-/// The first line of an error's message (driver errors can span many lines).
-fn one_line(e: &dyn std::fmt::Display) -> String {
-    let s = e.to_string();
-    s.lines().next().unwrap_or_default().chars().take(300).collect()
+/// The part of a driver error a person needs: its message, without the driver's `Kind:`,
+/// `labels` and topology dump (server selection errors keep the last server error).
+fn reason(e: &mongodb::error::Error) -> String {
+    match &*e.kind {
+        ErrorKind::InvalidArgument { message, .. } => message.clone(),
+        ErrorKind::Authentication { message, .. } => message.clone(),
+        ErrorKind::ServerSelection { message, .. } => {
+            let head = message.split(" Topology:").next().unwrap_or(message).trim();
+            // The topology dump embeds the last error as `Error: Kind: <what>, labels: ...`.
+            match message.split("Error: Kind: ").nth(1).and_then(|r| r.split(", labels").next()) {
+                Some(last) => format!("{head} (last error: {last})"),
+                None => head.to_string(),
+            }
+        }
+        _ => e.to_string().lines().next().unwrap_or_default().to_string(),
+    }
 }

@@ -64,7 +64,7 @@ impl Rabbit {
                     .with_max_delay(Duration::from_secs(5))
                     .with_max_times(usize::MAX),
             )
-            .when(|e| !matches!(e, MqError::Auth { .. }))
+            .when(|e| !matches!(e, MqError::Auth { .. } | MqError::Vhost { .. }))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "RabbitMQ unavailable, retrying"))
             .await?;
         let conn = Arc::new(conn);
@@ -82,9 +82,14 @@ impl Rabbit {
         let addr = self.settings.display_addr();
         match e.kind() {
             ErrorKind::ProtocolError(amqp) => match amqp.kind() {
-                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
                     MqError::Auth { addr, user: self.settings.rabbitmq_default_username.clone() }
                 }
+                AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => MqError::Vhost {
+                    addr,
+                    user: self.settings.rabbitmq_default_username.clone(),
+                    vhost: self.settings.rabbitmq_vhost.clone(),
+                },
                 _ => MqError::Unreachable { addr, reason: e.to_string() },
             },
             _ => MqError::Unreachable { addr, reason: e.to_string() },

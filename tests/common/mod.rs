@@ -55,6 +55,7 @@ pub struct Secantus {
     pub port: u16,
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    extra: Vec<String>,
 }
 
 impl Secantus {
@@ -68,8 +69,15 @@ impl Secantus {
         Self::start(Some(tempfile::tempdir().unwrap())).await
     }
 
+    /// Throw-away storage and extra server flags.
+    pub async fn in_memory_with(extra: &[&str]) -> Self {
+        let mut s = Self { port: free_port(), child: None, dir: None, extra: extra.iter().map(|a| a.to_string()).collect() };
+        s.spawn().await;
+        s
+    }
+
     async fn start(dir: Option<tempfile::TempDir>) -> Self {
-        let mut s = Self { port: free_port(), child: None, dir };
+        let mut s = Self { port: free_port(), child: None, dir, extra: Vec::new() };
         s.spawn().await;
         s
     }
@@ -84,6 +92,7 @@ impl Secantus {
         let child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--storage-path", &storage])
             .args(["--log-level", "WARNING"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -163,7 +172,6 @@ impl Env {
             ("RABBITMQ_QUEUE_NAME", queue),
             ("CDC_NAME", queue),
             ("CDC_STATE_DATABASE", &format!("{db}_state")),
-            ("RUST_LOG", "info,lapin=warn"),
         ] {
             vars.insert(k.to_string(), v.to_string());
         }

@@ -1,0 +1,34 @@
+# mongo-cdc: the commands a person types. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+BIN := target/release/mongo-cdc
+
+.PHONY: help build deps test local-start local-stop local-status local-start-cdc local-test-cdc
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+build: ## build the release binary
+	cargo build --release --locked
+
+deps: ## install what the tests need: SecantusDB in .venv, a running RabbitMQ on 127.0.0.1:5672
+	bash scripts/venv.sh
+	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
+
+test: deps ## run every test against real SecantusDB and RabbitMQ
+	cargo test --locked
+
+local-start: ## start MongoDB (Docker replica set, or SecantusDB) and RabbitMQ
+	bash scripts/local.sh start
+
+local-stop: ## stop what local-start started
+	bash scripts/local.sh stop
+
+local-status: ## show what is running
+	bash scripts/local.sh status
+
+local-start-cdc: build ## run the bridge in the foreground (Ctrl-C drains and stops it)
+	$(BIN) bridge
+
+local-test-cdc: build ## insert test documents (COUNT=10 UPDATES=0 DELETES=0 COLLECTION=posts)
+	$(BIN) insert-test --count $(or $(COUNT),10) --updates $(or $(UPDATES),0) --deletes $(or $(DELETES),0) --collection $(or $(COLLECTION),posts)

@@ -1,0 +1,77 @@
+//! Bad configuration and lost history: one readable line naming what to fix, a non-zero
+//! exit, and never a panic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mongodb::bson::{Document, doc};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Run `mongo-cdc <args>` to completion; return its output after checking it failed with
+/// exactly one `error:` line that mentions every one of `needles`.
+async fn fails_with(args: &[&str], env: &Env, needles: &[&str]) -> String {
+    let mut p = Proc::start(args, env);
+    let status = p.wait(LIMIT).await;
+    let out = p.output();
+    assert!(!status.success(), "expected failure for {args:?}, got success:\n{out}");
+    assert!(!out.contains("panicked"), "panicked:\n{out}");
+    let errors: Vec<_> = out.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "want one error line:\n{out}");
+    for n in needles {
+        assert!(errors[0].contains(n), "error line lacks `{n}`: {}", errors[0]);
+    }
+    assert!(!errors[0].contains("secret"), "password leaked: {}", errors[0]);
+    out
+}
+
+#[tokio::test]
+async fn bad_configuration_is_one_readable_line() {
+    let mongo = Secantus::in_memory().await;
+    let ok = Env::bridge(&mongo.uri(), &unique("bad"), &unique("q_bad"));
+
+    fails_with(&["bridge"], &ok.clone().set("MONGO_DATABASE_HOST", "not-a-uri"), &["MONGO_DATABASE_HOST"]).await;
+    fails_with(
+        &["bridge"],
+        &ok.clone().set("MONGO_DATABASE_HOST", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"),
+        &["cannot reach MongoDB", "MONGO_DATABASE_HOST"],
+    )
+    .await;
+    fails_with(&["insert-test"], &ok.clone().set("MONGO_DATABASE_HOST", "http://x"), &["MONGO_DATABASE_HOST"]).await;
+    fails_with(&["bridge"], &ok.clone().set("RABBITMQ_PORT", "abc"), &["RABBITMQ_PORT"]).await;
+    fails_with(&["bridge"], &ok.clone().set("RABBITMQ_PORT", "1"), &["cannot reach RabbitMQ", "RABBITMQ_PORT"]).await;
+    fails_with(
+        &["bridge"],
+        &ok.clone().set("RABBITMQ_DEFAULT_PASSWORD", "secret-wrong"),
+        &["refused", "RABBITMQ_DEFAULT_PASSWORD"],
+    )
+    .await;
+    fails_with(&["bridge"], &ok.clone().set("RABBITMQ_VHOST", &unique("novhost")), &["RABBITMQ_VHOST"]).await;
+    let same = ok.get("MONGO_DATABASE_NAME").to_string();
+    fails_with(&["bridge"], &ok.clone().set("CDC_STATE_DATABASE", &same), &["CDC_STATE_DATABASE"]).await;
+    fails_with(&["bridge"], &ok.clone().set("RABBITMQ_QUEUE_NAME", ""), &["RABBITMQ_QUEUE_NAME"]).await;
+}
+
+#[tokio::test]
+async fn resume_point_off_the_oplog_exits_with_how_to_start_over() {
+    let mongo = Secantus::in_memory_with(&["--oplog-max-entries", "50"]).await;
+    let client = mongo.client().await;
+    let db = unique("lost");
+    let queue = unique("q_lost");
+    let env = Env::bridge(&mongo.uri(), &db, &queue);
+    let mut bridge = start_bridge(&client, &env).await;
+    assert!(bridge.terminate(LIMIT).await.success());
+
+    // While the bridge is down, enough writes happen that its place is pruned away.
+    let coll = client.database(&db).collection::<Document>("x");
+    for i in 0..200 {
+        coll.insert_one(doc! {"i": i}).await.unwrap();
+    }
+    client.database("admin").run_command(doc! {"secantusAdmin.pruneOplog": 1}).await.unwrap();
+
+    let out = fails_with(&["bridge"], &env, &["fallen off the oplog", "deleteOne"]).await;
+    assert_eq!(queue_len("/", &queue).await, Some(0), "nothing published from a broken position:\n{out}");
+    delete_topology("/", &queue).await;
+}
