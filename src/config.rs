@@ -204,6 +204,143 @@ impl BridgeSettings {
     }
 }
 
+fn default_sink_task() -> String {
+    "classification".into()
+}
+fn default_sink_state_dir() -> String {
+    "./sink-state".into()
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_http_addr() -> String {
+    "127.0.0.1:8088".into()
+}
+fn default_prefetch() -> u16 {
+    512
+}
+
+/// The sink's own settings (the RabbitMQ ones are shared with the bridge).
+#[derive(Clone, Debug, Deserialize)]
+pub struct SinkEnv {
+    /// `SINK_TASK`: `classification` or `regression`.
+    #[serde(default = "default_sink_task")]
+    pub sink_task: String,
+    /// `SINK_FEATURES`: comma-separated numeric feature fields (dotted paths allowed).
+    pub sink_features: String,
+    /// `SINK_LABEL`: the label field (dotted path allowed).
+    pub sink_label: String,
+    /// `SINK_COLLECTIONS`: collections to learn from; empty means all.
+    #[serde(default)]
+    pub sink_collections: String,
+    /// `SINK_STATE_DIR`: where checkpoints live.
+    #[serde(default = "default_sink_state_dir")]
+    pub sink_state_dir: String,
+    /// `SINK_CHECKPOINT_EVERY`: applied events between checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub sink_checkpoint_every: u64,
+    /// `SINK_HTTP_ADDR`: address of the HTTP API.
+    #[serde(default = "default_http_addr")]
+    pub sink_http_addr: String,
+    /// `SINK_PREFETCH`: RabbitMQ prefetch (unacknowledged deliveries in flight).
+    #[serde(default = "default_prefetch")]
+    pub sink_prefetch: u16,
+    /// `SINK_LEARNING_RATE`: SGD step size; unset uses the model's default.
+    #[serde(default)]
+    pub sink_learning_rate: Option<f64>,
+    /// `SINK_L2`: L2 penalty; unset uses the model's default.
+    #[serde(default)]
+    pub sink_l2: Option<f64>,
+}
+
+/// Everything `mongo-cdc sink` needs, validated.
+#[derive(Clone, Debug)]
+pub struct SinkSettings {
+    /// RabbitMQ side (shared variables with the bridge).
+    pub rabbit: RabbitSettings,
+    /// The model to train.
+    pub model: crate::ml::ModelConfig,
+    /// Feature paths, in order.
+    pub features: Vec<String>,
+    /// Label path.
+    pub label: String,
+    /// Collections to learn from; empty means all.
+    pub collections: Vec<String>,
+    /// Checkpoint directory.
+    pub state_dir: std::path::PathBuf,
+    /// Applied events between checkpoints (at least 1).
+    pub checkpoint_every: u64,
+    /// HTTP listen address.
+    pub http_addr: std::net::SocketAddr,
+    /// RabbitMQ prefetch (at least 1).
+    pub prefetch: u16,
+}
+
+impl SinkSettings {
+    /// Read and validate from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let rabbit = RabbitSettings::from_env()?;
+        let env: SinkEnv = envy::from_env().map_err(ConfigError::from_envy)?;
+        let task = match env.sink_task.trim() {
+            "classification" => crate::ml::Task::Classification,
+            "regression" => crate::ml::Task::Regression,
+            other => {
+                return Err(ConfigError::invalid(
+                    "SINK_TASK",
+                    format!("`{other}`; use `classification` or `regression`"),
+                ));
+            }
+        };
+        let features = split_list(&env.sink_features);
+        if features.is_empty() {
+            return Err(ConfigError::missing("SINK_FEATURES", "list the numeric feature fields, comma-separated"));
+        }
+        let label = env.sink_label.trim().to_string();
+        if label.is_empty() {
+            return Err(ConfigError::missing("SINK_LABEL", "name the label field"));
+        }
+        if features.contains(&label) {
+            return Err(ConfigError::invalid("SINK_FEATURES", format!("contains the label `{label}` (SINK_LABEL)")));
+        }
+        let mut model = crate::ml::ModelConfig::new(task);
+        if let Some(lr) = env.sink_learning_rate {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(ConfigError::invalid("SINK_LEARNING_RATE", "must be a number above 0"));
+            }
+            model.learning_rate = lr;
+        }
+        if let Some(l2) = env.sink_l2 {
+            if !(l2.is_finite() && l2 >= 0.0) {
+                return Err(ConfigError::invalid("SINK_L2", "must be a number, 0 or above"));
+            }
+            model.l2 = l2;
+        }
+        let http_addr = env.sink_http_addr.trim().parse().map_err(|_| {
+            ConfigError::invalid("SINK_HTTP_ADDR", format!("`{}` is not host:port (e.g. 127.0.0.1:8088)", env.sink_http_addr))
+        })?;
+        if env.sink_checkpoint_every == 0 {
+            return Err(ConfigError::invalid("SINK_CHECKPOINT_EVERY", "must be at least 1"));
+        }
+        if env.sink_prefetch == 0 {
+            return Err(ConfigError::invalid("SINK_PREFETCH", "must be at least 1"));
+        }
+        if env.sink_state_dir.trim().is_empty() {
+            return Err(ConfigError::invalid("SINK_STATE_DIR", "must not be empty"));
+        }
+        Ok(Self {
+            rabbit,
+            model,
+            features,
+            label,
+            collections: split_list(&env.sink_collections),
+            state_dir: env.sink_state_dir.trim().into(),
+            checkpoint_every: env.sink_checkpoint_every,
+            http_addr,
+            prefetch: env.sink_prefetch,
+        })
+    }
+}
+
 /// Split a comma-separated list, trimming blanks and dropping empty items.
 pub fn split_list(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()

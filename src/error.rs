@@ -134,3 +134,36 @@ pub enum MqError {
     #[error("RabbitMQ channel closed: {0}")]
     ChannelClosed(#[from] lapin::Error),
 }
+
+/// Failures of the sink's own making (state, checkpoints, HTTP).
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The state directory is unusable.
+    #[error("SINK_STATE_DIR is unusable: {0}")]
+    StateDir(String),
+    /// A checkpoint cannot be read or written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The checkpoint was made for other features, label or task.
+    #[error("the checkpoint {path} was made with other settings ({what}); move it away to start over, or restore the settings")]
+    SpecChanged {
+        /// The checkpoint file.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// The model settings are invalid.
+    #[error("model settings: {0}")]
+    Model(String),
+    /// The HTTP API cannot listen.
+    #[error("cannot listen on SINK_HTTP_ADDR {addr}: {reason}")]
+    Http {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// RabbitMQ failed in a way retrying will not fix.
+    #[error(transparent)]
+    Mq(#[from] MqError),
+}

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mongo_cdc::config::{self, BridgeSettings, MongoSettings};
-use mongo_cdc::{bridge, insert_test, shutdown};
+use mongo_cdc::config::{self, BridgeSettings, MongoSettings, SinkSettings};
+use mongo_cdc::{bridge, insert_test, shutdown, sink};
 
 #[derive(Parser)]
 #[command(name = "mongo-cdc", version, about = "MongoDB change streams -> RabbitMQ, and an online-learning sink")]
@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Watch MONGO_DATABASE_NAME and publish every change to RABBITMQ_QUEUE_NAME.
     Bridge,
+    /// Consume the queue: apply every change once to versioned records and an online model,
+    /// and serve stats and predictions on SINK_HTTP_ADDR.
+    Sink,
     /// Insert test documents into the watched database (and optionally update/delete some).
     InsertTest {
         /// How many documents to insert.
@@ -69,6 +72,12 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(?settings, "starting bridge");
             bridge::run(settings, shutdown::on_signals()).await?;
             tracing::info!("bridge stopped cleanly");
+        }
+        Command::Sink => {
+            let settings = SinkSettings::from_env()?;
+            tracing::info!(?settings, "starting sink");
+            sink::run(settings, shutdown::on_signals()).await?;
+            tracing::info!("sink stopped cleanly");
         }
         Command::InsertTest { count, collection, updates, deletes } => {
             let settings = MongoSettings::from_env()?;

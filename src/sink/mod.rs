@@ -1,1 +1,212 @@
-//! The ML sink (see issue: consume -> apply -> models -> HTTP).
+//! The ML sink: consume the bridge's messages -> apply each once to versioned records and an
+//! online model -> serve stats and predictions over HTTP.
+//!
+//! Exactly-once effect on top of at-least-once delivery: a message is acknowledged only after
+//! a checkpoint that contains its effect is on disk, and the checkpoint also holds the ids of
+//! recent events, so a redelivery (after a crash, a reconnect, or a bridge retry) is
+//! recognised and skipped. A checkpoint is written every `SINK_CHECKPOINT_EVERY` applied
+//! events, when the prefetch window is full (nothing more can arrive until we ack), after a
+//! short idle pause, and at shutdown.
+
+pub mod checkpoint;
+pub mod core;
+pub mod features;
+pub mod http;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use self::checkpoint::CheckpointFile;
+use self::core::{Outcome, SinkCore, Spec};
+use crate::config::SinkSettings;
+use crate::error::{MqError, SinkError};
+use crate::ml::OnlineModel;
+use crate::mq::Rabbit;
+use crate::mq::topology::Topology;
+
+/// How long without deliveries before unacknowledged work is checkpointed and acked.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// Event ids remembered for dedupe: far more than can be unacknowledged at once.
+fn dedupe_window(prefetch: u16) -> usize {
+    (usize::from(prefetch) * 8).max(10_000)
+}
+
+/// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
+/// features, label or task.
+pub fn load_core(settings: &SinkSettings, file: &CheckpointFile) -> Result<SinkCore, SinkError> {
+    let spec = Spec {
+        features: settings.features.clone(),
+        label: settings.label.clone(),
+        collections: settings.collections.clone(),
+    };
+    let window = dedupe_window(settings.prefetch);
+    match file.load()? {
+        Some(core) => {
+            let saved = core.spec();
+            let what = if saved.features != spec.features {
+                Some(format!("SINK_FEATURES was {}", saved.features.join(",")))
+            } else if saved.label != spec.label {
+                Some(format!("SINK_LABEL was {}", saved.label))
+            } else if core.stats().model.task != settings.model.task {
+                Some(format!("SINK_TASK was {:?}", core.stats().model.task).to_lowercase())
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(SinkError::SpecChanged { path: file.path().display().to_string(), what });
+            }
+            tracing::info!(path = %file.path().display(), "loaded checkpoint");
+            Ok(core.restored(window))
+        }
+        None => {
+            let model = OnlineModel::new(settings.model, spec.features.len()).map_err(|e| SinkError::Model(e.to_string()))?;
+            Ok(SinkCore::new(spec, model, window))
+        }
+    }
+}
+
+/// Run the sink until `shutdown`; then checkpoint, acknowledge and return.
+pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<(), SinkError> {
+    let topology = Topology::new(&settings.rabbit.rabbitmq_queue_name);
+    let file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
+    let core: http::Shared = Arc::new(Mutex::new(load_core(&settings, &file)?));
+
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| SinkError::Http { addr: settings.http_addr.to_string(), reason: e.to_string() })?;
+    let rabbit = Rabbit::new(settings.rabbit.clone(), "mongo-cdc sink");
+    rabbit.check().await?;
+    tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
+
+    let http_stop = shutdown.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, http::router(core.clone()))
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .into_future(),
+    );
+
+    let mut consumer = Consumer { settings, topology, file, core, rabbit };
+    let result = consumer.supervise(&shutdown).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+struct Consumer {
+    settings: SinkSettings,
+    topology: Topology,
+    file: CheckpointFile,
+    core: http::Shared,
+    rabbit: Rabbit,
+}
+
+/// Deliveries applied in memory but not yet covered by a checkpoint.
+#[derive(Default)]
+struct Pending {
+    /// Deliveries since the last checkpoint (acked or rejected alike).
+    count: u64,
+    /// Highest delivery tag to acknowledge (`multiple`); poison is rejected at once instead.
+    ack_upto: Option<u64>,
+    /// Deliveries not yet settled with the broker.
+    unsettled: u64,
+}
+
+impl Consumer {
+    async fn supervise(&mut self, shutdown: &CancellationToken) -> Result<(), SinkError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.session(shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Topology(_))) => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "RabbitMQ failed; reconnecting (unacknowledged messages come again and are deduplicated)"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return self.checkpoint().await.map(|_| ()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MqError> {
+        let channel = self.rabbit.channel().await?;
+        self.topology.declare(&channel).await?;
+        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                self.topology.queue.as_str().into(),
+                "mongo-cdc-sink".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut pending = Pending::default();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                d = tokio::time::timeout(IDLE_FLUSH, deliveries.next()) => d,
+            };
+            match next {
+                Err(_idle) => {
+                    if pending.unsettled > 0 || pending.count > 0 {
+                        self.flush(&channel, &mut pending).await?;
+                    }
+                }
+                Ok(None) => return Err(MqError::Topology("the broker cancelled the consumer".into())),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(delivery))) => {
+                    let outcome = {
+                        let mut core = http::lock(&self.core);
+                        core.apply_bytes(&delivery.data)
+                    };
+                    pending.count += 1;
+                    if let Outcome::Poison(reason) = &outcome {
+                        tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
+                        channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
+                    } else {
+                        pending.ack_upto = Some(delivery.delivery_tag);
+                        pending.unsettled += 1;
+                    }
+                    if pending.count >= self.settings.checkpoint_every
+                        || pending.unsettled >= u64::from(self.settings.prefetch)
+                    {
+                        self.flush(&channel, &mut pending).await?;
+                    }
+                }
+            }
+        }
+        // Shutdown: stop deliveries, cover what was applied, then acknowledge it.
+        self.flush(&channel, &mut pending).await?;
+        let _ = channel.close(200, "bye".into()).await;
+        Ok(())
+    }
+
+    /// Checkpoint, then acknowledge everything it covers.
+    async fn flush(&self, channel: &lapin::Channel, pending: &mut Pending) -> Result<(), MqError> {
+        if let Err(e) = self.checkpoint().await {
+            // Not acking keeps the messages; they come again after a restart.
+            tracing::error!(error = %e, "checkpoint failed; messages stay unacknowledged");
+            return Ok(());
+        }
+        if let Some(tag) = pending.ack_upto.take() {
+            channel.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<(), SinkError> {
+        let bytes = CheckpointFile::encode(&http::lock(&self.core));
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.write(&bytes))
+            .await
+            .map_err(|e| SinkError::Checkpoint(e.to_string()))?
+    }
+}

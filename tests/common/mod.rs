@@ -381,3 +381,87 @@ impl Drop for Vhost {
         let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.0]).output();
     }
 }
+
+/// The environment for a sink under test, on a free HTTP port and its own state dir.
+pub fn sink_env(queue: &str, state_dir: &std::path::Path, features: &str, label: &str) -> Env {
+    let port = free_port();
+    Env::bridge("mongodb://unused", "unused", queue)
+        .set("SINK_FEATURES", features)
+        .set("SINK_LABEL", label)
+        .set("SINK_STATE_DIR", &state_dir.to_string_lossy())
+        .set("SINK_HTTP_ADDR", &format!("127.0.0.1:{port}"))
+}
+
+/// GET `path` from the sink of `env` as JSON (`None` while it is not answering).
+pub async fn sink_get(env: &Env, path: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{}{path}", env.get("SINK_HTTP_ADDR"));
+    let resp = reqwest::get(url).await.ok()?;
+    resp.json().await.ok()
+}
+
+/// POST JSON `body` (raw text) to the sink; returns the status and the JSON answer.
+pub async fn sink_post(env: &Env, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{}{path}", env.get("SINK_HTTP_ADDR"));
+    let resp = reqwest::Client::new().post(url).body(body.to_string()).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Start a sink and wait until its HTTP API answers.
+pub async fn start_sink(env: &Env) -> Proc {
+    let mut p = Proc::start(&["sink"], env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink_get(env, "/health").await.is_none() {
+        p.assert_running();
+        assert!(Instant::now() < deadline, "sink did not answer in time:\n{}", p.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p
+}
+
+/// Wait until the sink's `/stats` satisfies `pred`; returns those stats.
+pub async fn wait_stats(env: &Env, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    let mut last = serde_json::Value::Null;
+    loop {
+        if let Some(s) = sink_get(env, "/stats").await {
+            if pred(&s) {
+                return s;
+            }
+            last = s;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}; last stats: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publish raw bodies to `queue` (default exchange, persistent, confirmed).
+pub async fn publish_raw(vhost: &str, queue: &str, bodies: &[Vec<u8>]) {
+    let conn = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    for b in bodies {
+        ch.basic_publish("".into(), queue.into(), Default::default(), b, BasicProperties::default().with_delivery_mode(2))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// A small deterministic generator (xorshift), so test streams are the same every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
