@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BIN := target/release/mongo-cdc
 
-.PHONY: help build deps test local-start local-stop local-status local-start-cdc local-test-cdc
+.PHONY: help build deps test demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ deps: ## install what the tests need: SecantusDB in .venv, a running RabbitMQ on
 
 test: deps ## run every test against real SecantusDB and RabbitMQ
 	cargo test --locked
+
+demo: build local-start ## the whole product: services, bridge, sink, a churn dataset streamed through, then /stats
+	$(BIN) demo
 
 local-start: ## start MongoDB (Docker replica set, or SecantusDB) and RabbitMQ
 	bash scripts/local.sh start
@@ -32,3 +35,6 @@ local-start-cdc: build ## run the bridge in the foreground (Ctrl-C drains and st
 
 local-test-cdc: build ## insert test documents (COUNT=10 UPDATES=0 DELETES=0 COLLECTION=posts)
 	$(BIN) insert-test --count $(or $(COUNT),10) --updates $(or $(UPDATES),0) --deletes $(or $(DELETES),0) --collection $(or $(COLLECTION),posts)
+
+local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES and SINK_LABEL, see .env.example)
+	$(BIN) sink

@@ -10,12 +10,14 @@
 //! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
 //! - [`bridge`]: watch -> publish -> checkpoint.
 //! - [`insert_test`]: test documents for trying the bridge by hand.
+//! - [`demo`]: the whole product in one command.
 //! - [`sink`]: consume -> idempotent apply -> state -> models -> HTTP.
 //! - [`ml`]: online scaler, SGD models and metrics.
 
 pub mod bridge;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod insert_test;

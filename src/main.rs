@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mongo_cdc::config::{self, BridgeSettings, MongoSettings, SinkSettings};
-use mongo_cdc::{bridge, insert_test, shutdown, sink};
+use mongo_cdc::{bridge, demo, insert_test, shutdown, sink};
 
 #[derive(Parser)]
 #[command(name = "mongo-cdc", version, about = "MongoDB change streams -> RabbitMQ, and an online-learning sink")]
@@ -21,6 +21,19 @@ enum Command {
     /// Consume the queue: apply every change once to versioned records and an online model,
     /// and serve stats and predictions on SINK_HTTP_ADDR.
     Sink,
+    /// Reset a demo database and queue, run the bridge and the sink, stream a churn dataset
+    /// through MongoDB, and print the sink's stats.
+    Demo {
+        /// Customers to insert.
+        #[arg(long, default_value_t = 5000)]
+        count: u64,
+        /// Customers to update afterwards.
+        #[arg(long, default_value_t = 1000)]
+        updates: u64,
+        /// Customers to delete afterwards.
+        #[arg(long, default_value_t = 500)]
+        deletes: u64,
+    },
     /// Insert test documents into the watched database (and optionally update/delete some).
     InsertTest {
         /// How many documents to insert.
@@ -78,6 +91,13 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(?settings, "starting sink");
             sink::run(settings, shutdown::on_signals()).await?;
             tracing::info!("sink stopped cleanly");
+        }
+        Command::Demo { count, updates, deletes } => {
+            let http_addr = std::env::var("SINK_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8088".into());
+            let http_addr = http_addr.parse().with_context(|| format!("SINK_HTTP_ADDR `{http_addr}` is not host:port"))?;
+            let stats = demo::run(&demo::DemoPlan { count, updates, deletes, http_addr }).await?;
+            println!("\nThe sink's /stats at the end:\n{}", serde_json::to_string_pretty(&stats)?);
+            println!("\nThe bridge and the sink are stopped; the services keep running (`make local-stop` stops them).");
         }
         Command::InsertTest { count, collection, updates, deletes } => {
             let settings = MongoSettings::from_env()?;

@@ -55,6 +55,28 @@ async fn bad_configuration_is_one_readable_line() {
 }
 
 #[tokio::test]
+async fn bad_sink_configuration_is_one_readable_line() {
+    let queue = unique("q_badsink");
+    let state = tempfile::tempdir().unwrap();
+    let ok = sink_env(&queue, state.path(), "a,b", "y");
+    let mut missing = ok.clone();
+    missing.vars.remove("SINK_FEATURES");
+    fails_with(&["sink"], &missing, &["SINK_FEATURES"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_LABEL", " "), &["SINK_LABEL"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_TASK", "clustering"), &["SINK_TASK"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_HTTP_ADDR", "nowhere"), &["SINK_HTTP_ADDR"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_PREFETCH", "-1"), &["SINK_PREFETCH"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_LEARNING_RATE", "0"), &["SINK_LEARNING_RATE"]).await;
+    fails_with(&["sink"], &ok.clone().set("RABBITMQ_DEFAULT_PASSWORD", "secret-wrong"), &["RABBITMQ_DEFAULT_PASSWORD"]).await;
+
+    // A checkpoint made with other features is refused, not silently mixed.
+    let mut sink = start_sink(&ok).await;
+    assert!(sink.terminate(LIMIT).await.success());
+    fails_with(&["sink"], &ok.clone().set("SINK_FEATURES", "a,c"), &["SINK_FEATURES", "move it away"]).await;
+    delete_topology("/", &queue).await;
+}
+
+#[tokio::test]
 async fn resume_point_off_the_oplog_exits_with_how_to_start_over() {
     let mongo = Secantus::in_memory_with(&["--oplog-max-entries", "50"]).await;
     let client = mongo.client().await;

@@ -1,7 +1,7 @@
 //! Queue topology, declared the same way by the bridge and the sink: a durable queue whose
 //! rejected messages go through the exchange `<queue>.dlx` to the queue `<queue>.dlq`.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
@@ -57,6 +57,14 @@ impl Topology {
                 e.into()
             }
         })?;
+        Ok(())
+    }
+
+    /// Delete the queues and the exchange (used to reset the demo). Missing ones are fine.
+    pub async fn delete(&self, ch: &Channel) -> Result<(), MqError> {
+        ch.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await?;
+        ch.queue_delete(self.dlq.as_str().into(), QueueDeleteOptions::default()).await?;
+        ch.exchange_delete(self.dlx.as_str().into(), ExchangeDeleteOptions::default()).await?;
         Ok(())
     }
 }

@@ -28,7 +28,8 @@ pub fn router(core: Shared) -> Router {
         .with_state(core)
 }
 
-pub(crate) fn lock(core: &Shared) -> std::sync::MutexGuard<'_, SinkCore> {
+/// Lock the core (recovering from a poisoned lock: the data is still the best we have).
+pub fn lock(core: &Shared) -> std::sync::MutexGuard<'_, SinkCore> {
     // A panic while holding the lock would be a bug; the data is still the best we have.
     core.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -73,29 +73,56 @@ pub fn load_core(settings: &SinkSettings, file: &CheckpointFile) -> Result<SinkC
 
 /// Run the sink until `shutdown`; then checkpoint, acknowledge and return.
 pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<(), SinkError> {
-    let topology = Topology::new(&settings.rabbit.rabbitmq_queue_name);
-    let file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
-    let core: http::Shared = Arc::new(Mutex::new(load_core(&settings, &file)?));
+    let sink = Sink::open(settings)?;
+    sink.serve(shutdown).await
+}
 
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|e| SinkError::Http { addr: settings.http_addr.to_string(), reason: e.to_string() })?;
-    let rabbit = Rabbit::new(settings.rabbit.clone(), "mongo-cdc sink");
-    rabbit.check().await?;
-    tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
+/// A sink whose state is loaded, ready to serve. Keep [`Sink::core`] to watch it in process.
+pub struct Sink {
+    settings: SinkSettings,
+    topology: Topology,
+    file: CheckpointFile,
+    core: http::Shared,
+}
 
-    let http_stop = shutdown.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(core.clone()))
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .into_future(),
-    );
+impl Sink {
+    /// Load the checkpoint (or start fresh).
+    pub fn open(settings: SinkSettings) -> Result<Self, SinkError> {
+        let topology = Topology::new(&settings.rabbit.rabbitmq_queue_name);
+        let file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
+        let core = Arc::new(Mutex::new(load_core(&settings, &file)?));
+        Ok(Self { settings, topology, file, core })
+    }
 
-    let mut consumer = Consumer { settings, topology, file, core, rabbit };
-    let result = consumer.supervise(&shutdown).await;
-    shutdown.cancel();
-    let _ = server.await;
-    result
+    /// The shared core (records, model, counters).
+    pub fn core(&self) -> http::Shared {
+        self.core.clone()
+    }
+
+    /// Serve HTTP and consume until `shutdown`; then checkpoint, acknowledge and return.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), SinkError> {
+        let Sink { settings, topology, file, core } = self;
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|e| SinkError::Http { addr: settings.http_addr.to_string(), reason: e.to_string() })?;
+        let rabbit = Rabbit::new(settings.rabbit.clone(), "mongo-cdc sink");
+        rabbit.check().await?;
+        tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
+
+        let http_stop = shutdown.child_token();
+        let stop = http_stop.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, http::router(core.clone()))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future(),
+        );
+
+        let mut consumer = Consumer { settings, topology, file, core, rabbit };
+        let result = consumer.supervise(&shutdown).await;
+        http_stop.cancel();
+        let _ = server.await;
+        result
+    }
 }
 
 struct Consumer {

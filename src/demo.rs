@@ -1,0 +1,196 @@
+//! `mongo-cdc demo`: the whole product in one command. On the local services it resets a demo
+//! database and queue, runs the bridge and the sink in process, streams a synthetic churn
+//! dataset (inserts, then updates and deletes) through MongoDB with live progress, and ends
+//! with the sink's stats.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use mongodb::bson::{Document, doc};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BridgeSettings, CdcSettings, MongoSettings, RabbitSettings, SinkSettings};
+use crate::db::Mongo;
+use crate::ml::{ModelConfig, Task};
+use crate::mq::Rabbit;
+use crate::mq::topology::Topology;
+use crate::sink::Sink;
+use crate::sink::core::Stats;
+
+/// The demo's own names, so it never touches the user's data.
+const DB: &str = "mongo_cdc_demo";
+const QUEUE: &str = "mongo_cdc_demo";
+const CDC_NAME: &str = "demo";
+const COLLECTION: &str = "customers";
+/// The features and label of the demo dataset (also the `.env.example` defaults).
+pub const FEATURES: &str = "tenure_months,monthly_spend,support_tickets,premium";
+/// See [`FEATURES`].
+pub const LABEL: &str = "churned";
+
+/// How much to write.
+#[derive(Debug, Clone)]
+pub struct DemoPlan {
+    /// Customers inserted.
+    pub count: u64,
+    /// Customers updated afterwards (usage changes, and so may their churn).
+    pub updates: u64,
+    /// Customers deleted afterwards.
+    pub deletes: u64,
+    /// Where the sink's HTTP API listens.
+    pub http_addr: std::net::SocketAddr,
+}
+
+/// Run the demo against the services in the environment's settings.
+pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
+    let mongo_env = MongoSettings::from_env()?;
+    let rabbit_env = RabbitSettings::from_env()?;
+    let state_db: CdcSettings = envy::from_env().map_err(crate::error::ConfigError::from_envy)?;
+    let bridge = BridgeSettings {
+        mongo: MongoSettings { mongo_database_name: DB.into(), mongo_collections: String::new(), ..mongo_env.clone() },
+        rabbit: RabbitSettings { rabbitmq_queue_name: QUEUE.into(), ..rabbit_env.clone() },
+        cdc: CdcSettings { cdc_name: CDC_NAME.into(), ..state_db },
+    };
+    let sink = SinkSettings {
+        rabbit: bridge.rabbit.clone(),
+        model: ModelConfig::new(Task::Classification),
+        features: crate::config::split_list(FEATURES),
+        label: LABEL.into(),
+        collections: Vec::new(),
+        state_dir: ".local/demo-sink".into(),
+        checkpoint_every: 1000,
+        http_addr: plan.http_addr,
+        prefetch: 512,
+    };
+
+    let mongo = Mongo::new(&mongo_env.mongo_database_host);
+    let result = drive(plan, &mongo, bridge, sink).await;
+    mongo.shutdown().await;
+    result
+}
+
+async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: SinkSettings) -> anyhow::Result<Stats> {
+    println!("Resetting the demo database `{DB}` and queue `{QUEUE}`...");
+    mongo.ping().await?;
+    let client = mongo.client().await?.clone();
+    client.database(DB).drop().await?;
+    let checkpoints = client.database(&bridge.cdc.cdc_state_database).collection::<Document>("checkpoints");
+    checkpoints.delete_one(doc! {"_id": CDC_NAME}).await?;
+    let rabbit = Rabbit::new(bridge.rabbit.clone(), "mongo-cdc demo");
+    rabbit.check().await?;
+    Topology::new(QUEUE).delete(&rabbit.channel().await?).await?;
+    let _ = std::fs::remove_dir_all(&sink.state_dir);
+
+    let stop = CancellationToken::new();
+    let bridge_task = tokio::spawn(crate::bridge::run(bridge, stop.clone()));
+    let sink = Sink::open(sink)?;
+    let core = sink.core();
+    let sink_task = tokio::spawn(sink.serve(stop.clone()));
+    println!("Bridge and sink started; the sink serves http://{}/stats", plan.http_addr);
+
+    // The bridge is watching once it has pinned its starting point.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoints.find_one(doc! {"_id": CDC_NAME}).await?.is_none() {
+        if bridge_task.is_finished() || Instant::now() > deadline {
+            stop.cancel();
+            let err = bridge_task.await?.err().map(|e| e.to_string()).unwrap_or_else(|| "it did not start in time".into());
+            bail!("the bridge did not start: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {msg}")
+        .expect("static template")
+        .progress_chars("=> ");
+    let updates = plan.updates.min(plan.count);
+    let deletes = plan.deletes.min(plan.count);
+    let total = plan.count + updates + deletes;
+    let written = bars.add(ProgressBar::new(total).with_style(style.clone()).with_prefix("written"));
+    let learned = bars.add(ProgressBar::new(total).with_style(style).with_prefix("applied"));
+
+    let watch = {
+        let (core, learned, stop) = (core.clone(), learned.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let s = crate::sink::http::lock(&core).stats();
+                learned.set_position(s.counters.events_applied);
+                learned.set_message(quality(&s));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let coll = client.database(DB).collection::<Document>(COLLECTION);
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut start = 0;
+    while start < plan.count {
+        let n = 250.min(plan.count - start);
+        let docs: Vec<Document> = (start..start + n).map(|i| customer(&mut rng, i)).collect();
+        coll.insert_many(docs).await.context("inserting demo customers")?;
+        written.inc(n);
+        start += n;
+    }
+    for i in 0..updates {
+        let c = customer(&mut rng, i);
+        coll.replace_one(doc! {"_id": i as i64}, c).await.context("updating a demo customer")?;
+        written.inc(1);
+    }
+    for i in (plan.count - deletes)..plan.count {
+        coll.delete_one(doc! {"_id": i as i64}).await.context("deleting a demo customer")?;
+        written.inc(1);
+    }
+    written.finish();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stats = loop {
+        let s = crate::sink::http::lock(&core).stats();
+        if s.counters.events_applied >= total {
+            break s;
+        }
+        if sink_task.is_finished() || bridge_task.is_finished() || Instant::now() > deadline {
+            stop.cancel();
+            bail!("the stream stalled at {} of {total} changes applied", s.counters.events_applied);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    learned.set_position(stats.counters.events_applied);
+    learned.finish_with_message(quality(&stats));
+
+    stop.cancel();
+    watch.abort();
+    bridge_task.await?.context("bridge")?;
+    sink_task.await?.context("sink")?;
+    Ok(stats)
+}
+
+/// One customer. Churn follows a noisy logistic rule of the four features, so it is learnable
+/// but not perfectly.
+fn customer(rng: &mut SmallRng, id: u64) -> Document {
+    let tenure: i32 = rng.random_range(0..72);
+    let spend: f64 = (rng.random_range(20.0..120.0_f64) * 100.0).round() / 100.0;
+    let tickets: i32 = rng.random_range(0..9);
+    let premium = rng.random_bool(0.3);
+    let noise: f64 = rng.random_range(-1.0..1.0);
+    let score = -1.7 - 0.08 * f64::from(tenure) + 0.04 * spend + 0.6 * f64::from(tickets) - 1.2 * f64::from(u8::from(premium));
+    doc! {
+        "_id": id as i64,
+        "tenure_months": tenure,
+        "monthly_spend": spend,
+        "support_tickets": tickets,
+        "premium": premium,
+        "churned": score + noise > 0.0,
+    }
+}
+
+fn quality(s: &Stats) -> String {
+    use crate::ml::MetricSummary;
+    match (&s.model.progressive, &s.model.rolling_1000) {
+        (MetricSummary::Classification { accuracy: Some(p), .. }, MetricSummary::Classification { accuracy: Some(r), .. }) => {
+            format!("accuracy {p:.3} (last 1000: {r:.3})")
+        }
+        _ => String::new(),
+    }
+}
