@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BIN := target/release/mongo-cdc
 
-.PHONY: help build deps test demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc
+.PHONY: help build deps test demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ deps: ## install what the tests need: SecantusDB in .venv, a running RabbitMQ on
 	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
 
 test: deps ## run every test against real SecantusDB and RabbitMQ
-	cargo test --locked
+	cargo test --locked --all-targets
 
 demo: build local-start ## the whole product: services, bridge, sink, a churn dataset streamed through, then /stats
 	$(BIN) demo
@@ -35,6 +35,9 @@ local-start-cdc: build ## run the bridge in the foreground (Ctrl-C drains and st
 
 local-test-cdc: build ## insert test documents (COUNT=10 UPDATES=0 DELETES=0 COLLECTION=posts)
 	$(BIN) insert-test --count $(or $(COUNT),10) --updates $(or $(UPDATES),0) --deletes $(or $(DELETES),0) --collection $(or $(COLLECTION),posts)
+
+local-peek-cdc: build ## print the first messages waiting in RABBITMQ_QUEUE_NAME, without consuming them (COUNT=10)
+	$(BIN) peek --count $(or $(COUNT),10)
 
 local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES and SINK_LABEL, see .env.example)
 	$(BIN) sink

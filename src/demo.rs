@@ -65,10 +65,7 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         prefetch: 512,
     };
 
-    let mongo = Mongo::new(&mongo_env.mongo_database_host);
-    let result = drive(plan, &mongo, bridge, sink).await;
-    mongo.shutdown().await;
-    result
+    drive(plan, &Mongo::shared(&mongo_env.mongo_database_host), bridge, sink).await
 }
 
 async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: SinkSettings) -> anyhow::Result<Stats> {
@@ -78,7 +75,7 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     client.database(DB).drop().await?;
     let checkpoints = client.database(&bridge.cdc.cdc_state_database).collection::<Document>("checkpoints");
     checkpoints.delete_one(doc! {"_id": CDC_NAME}).await?;
-    let rabbit = Rabbit::new(bridge.rabbit.clone(), "mongo-cdc demo");
+    let rabbit = Rabbit::shared(&bridge.rabbit);
     rabbit.check().await?;
     Topology::new(QUEUE).delete(&rabbit.channel().await?).await?;
     let _ = std::fs::remove_dir_all(&sink.state_dir);

@@ -40,13 +40,7 @@ const BATCH: u64 = 500;
 /// Insert `plan.count` documents, then update the first `plan.updates` and delete the last
 /// `plan.deletes` of them.
 pub async fn run(settings: &MongoSettings, plan: &InsertPlan) -> Result<InsertReport, MongoError> {
-    let mongo = Mongo::new(&settings.mongo_database_host);
-    let result = write(settings, plan, &mongo).await;
-    mongo.shutdown().await;
-    result
-}
-
-async fn write(settings: &MongoSettings, plan: &InsertPlan, mongo: &Mongo) -> Result<InsertReport, MongoError> {
+    let mongo = Mongo::shared(&settings.mongo_database_host);
     mongo.ping().await?;
     let coll = mongo
         .client()

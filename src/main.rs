@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mongo_cdc::config::{self, BridgeSettings, MongoSettings, SinkSettings};
+use mongo_cdc::config::{self, BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
+use mongo_cdc::mq::Rabbit;
+use mongo_cdc::db::Mongo;
 use mongo_cdc::{bridge, demo, insert_test, shutdown, sink};
 
 #[derive(Parser)]
@@ -21,6 +23,13 @@ enum Command {
     /// Consume the queue: apply every change once to versioned records and an online model,
     /// and serve stats and predictions on SINK_HTTP_ADDR.
     Sink,
+    /// Print up to N messages at the head of RABBITMQ_QUEUE_NAME (one JSON per line) without
+    /// consuming them.
+    Peek {
+        /// How many messages to show.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
     /// Reset a demo database and queue, run the bridge and the sink, stream a churn dataset
     /// through MongoDB, and print the sink's stats.
     Demo {
@@ -79,6 +88,13 @@ fn main() -> ExitCode {
 }
 
 async fn try_main(cli: Cli) -> anyhow::Result<()> {
+    let result = run(cli).await;
+    // Close the shared clients while the runtime is still up.
+    Mongo::shutdown_all().await;
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bridge => {
             let settings = BridgeSettings::from_env()?;
@@ -91,6 +107,16 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(?settings, "starting sink");
             sink::run(settings, shutdown::on_signals()).await?;
             tracing::info!("sink stopped cleanly");
+        }
+        Command::Peek { count } => {
+            let settings = RabbitSettings::from_env()?;
+            let rabbit = Rabbit::shared(&settings);
+            rabbit.check().await?;
+            let bodies = rabbit.peek(&settings.rabbitmq_queue_name, count).await?;
+            for body in &bodies {
+                println!("{}", String::from_utf8_lossy(body));
+            }
+            eprintln!("{} message(s) shown from `{}`, left in the queue", bodies.len(), settings.rabbitmq_queue_name);
         }
         Command::Demo { count, updates, deletes } => {
             let http_addr = std::env::var("SINK_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8088".into());

@@ -199,3 +199,47 @@ async fn quiet_database_still_moves_its_checkpoint() {
     bridge.terminate(LIMIT).await;
     delete_topology("/", &queue).await;
 }
+
+#[tokio::test]
+async fn insert_test_writes_every_kind_and_peek_leaves_them_queued() {
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db_name = unique("cli");
+    let queue = unique("q_cli");
+    let env = Env::bridge(&mongo.uri(), &db_name, &queue);
+    let mut bridge = start_bridge(&client, &env).await;
+
+    let mut writer = Proc::start(&["insert-test", "--count", "20", "--updates", "3", "--deletes", "2"], &env);
+    assert!(writer.wait(LIMIT).await.success(), "{}", writer.output());
+    assert!(writer.output().contains("inserted 20, updated 3, deleted 2"), "{}", writer.output());
+    wait_for("25 messages", LIMIT, || {
+        let queue = queue.clone();
+        async move { queue_len("/", &queue).await.filter(|&n| n == 25) }
+    })
+    .await;
+
+    let mut peek = Proc::start(&["peek", "--count", "5"], &env);
+    assert!(peek.wait(LIMIT).await.success(), "{}", peek.output());
+    let shown: Vec<mongo_cdc::event::ChangeEvent> = peek
+        .output()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a ChangeEvent per line"))
+        .collect();
+    assert_eq!(shown.len(), 5);
+    wait_for("peeked messages back in the queue", LIMIT, || {
+        let queue = queue.clone();
+        async move { queue_len("/", &queue).await.filter(|&n| n == 25) }
+    })
+    .await;
+
+    let got = consume_until("/", &queue, LIMIT, |m| m.len() >= 25).await;
+    let ops: Vec<&str> = got.iter().map(|m| m.event().op.code()).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "c").count(), 20);
+    assert_eq!(ops.iter().filter(|o| **o == "u").count(), 3);
+    assert_eq!(ops.iter().filter(|o| **o == "d").count(), 2);
+    assert_eq!(got[0].event().source.collection, "posts");
+    assert_eq!(shown[0], got[0].event(), "peek shows the head of the queue");
+    bridge.terminate(LIMIT).await;
+    delete_topology("/", &queue).await;
+}

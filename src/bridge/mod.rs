@@ -50,15 +50,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Run the bridge until `shutdown` is cancelled (then drain, checkpoint and return `Ok`) or a
 /// fatal error occurs. Connection failures after start-up are retried with backoff.
 pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Result<(), BridgeError> {
-    let mongo = Mongo::new(&settings.mongo.mongo_database_host);
-    let result = run_with(settings, mongo.clone(), shutdown).await;
-    mongo.shutdown().await;
-    result
-}
-
-async fn run_with(settings: BridgeSettings, mongo: Mongo, shutdown: CancellationToken) -> Result<(), BridgeError> {
+    let mongo = Mongo::shared(&settings.mongo.mongo_database_host);
     mongo.ping().await?;
-    let rabbit = Rabbit::new(settings.rabbit.clone(), &format!("mongo-cdc bridge {}", settings.cdc.cdc_name));
+    let rabbit = Rabbit::shared(&settings.rabbit);
     rabbit.check().await?;
 
     let client = mongo.client().await?.clone();

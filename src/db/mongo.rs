@@ -1,6 +1,8 @@
-//! The one shared MongoDB client: created lazily, once, and cheap to clone.
+//! The one shared MongoDB client: created lazily, once per process (per connection string),
+//! and cheap to clone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mongodb::error::ErrorKind;
@@ -18,10 +20,28 @@ pub struct Mongo {
     client: Arc<OnceCell<Client>>,
 }
 
+/// Every handle this process made, by connection string.
+fn registry() -> &'static Mutex<HashMap<String, Mongo>> {
+    static ALL: OnceLock<Mutex<HashMap<String, Mongo>>> = OnceLock::new();
+    ALL.get_or_init(Default::default)
+}
+
 impl Mongo {
-    /// A handle for `uri`; nothing connects until [`Mongo::client`] is first called.
-    pub fn new(uri: &str) -> Self {
-        Self { uri: uri.into(), client: Arc::new(OnceCell::new()) }
+    /// The process's handle for `uri`: the first call makes it, later calls clone it. Nothing
+    /// connects until [`Mongo::client`] is first called.
+    pub fn shared(uri: &str) -> Self {
+        let mut all = registry().lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(uri.to_string())
+            .or_insert_with(|| Self { uri: uri.into(), client: Arc::new(OnceCell::new()) })
+            .clone()
+    }
+
+    /// Shut down every client of the process ([`Mongo::shutdown`]); call it once, at exit.
+    pub async fn shutdown_all() {
+        let all: Vec<Mongo> = registry().lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for m in all {
+            m.shutdown().await;
+        }
     }
 
     /// The shared client, created on first use.
@@ -43,8 +63,9 @@ impl Mongo {
             .await
     }
 
-    /// Close the client's connections and background tasks. Call it before the runtime goes
-    /// away: a client merely dropped during runtime shutdown can panic inside the driver.
+    /// Close the client's connections and background tasks. Call it (or
+    /// [`Mongo::shutdown_all`]) before the runtime goes away: a client merely dropped during
+    /// runtime shutdown can panic inside the driver.
     pub async fn shutdown(&self) {
         if let Some(client) = self.client.get() {
             client.clone().shutdown().immediate(true).await;

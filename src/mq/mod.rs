@@ -4,7 +4,8 @@
 pub mod publisher;
 pub mod topology;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,14 +21,18 @@ use crate::error::MqError;
 #[derive(Clone)]
 pub struct Rabbit {
     settings: Arc<RabbitSettings>,
-    name: Arc<str>,
     conn: Arc<Mutex<Option<Arc<Connection>>>>,
 }
 
 impl Rabbit {
-    /// A handle; nothing connects until first used. `name` is shown in the management UI.
-    pub fn new(settings: RabbitSettings, name: &str) -> Self {
-        Self { settings: Arc::new(settings), name: name.into(), conn: Arc::new(Mutex::new(None)) }
+    /// The process's handle for the broker, user and vhost of `settings`: the first call makes
+    /// it, later calls clone it. Nothing connects until first used.
+    pub fn shared(settings: &RabbitSettings) -> Self {
+        static ALL: OnceLock<std::sync::Mutex<HashMap<String, Rabbit>>> = OnceLock::new();
+        let mut all = ALL.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(settings.amqp_uri())
+            .or_insert_with(|| Self { settings: Arc::new(settings.clone()), conn: Arc::new(Mutex::new(None)) })
+            .clone()
     }
 
     /// The settings this handle connects with.
@@ -52,6 +57,21 @@ impl Rabbit {
         Ok(conn.create_channel().await?)
     }
 
+    /// Look at up to `n` messages at the head of `queue` without consuming them: they are
+    /// fetched unacknowledged and go back when the channel closes.
+    pub async fn peek(&self, queue: &str, n: usize) -> Result<Vec<Vec<u8>>, MqError> {
+        let ch = self.channel().await?;
+        let mut bodies = Vec::new();
+        while bodies.len() < n {
+            match ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: false }).await? {
+                Some(msg) => bodies.push(msg.delivery.data),
+                None => break,
+            }
+        }
+        let _ = ch.close(200, "peeked".into()).await;
+        Ok(bodies)
+    }
+
     async fn connection(&self) -> Result<Arc<Connection>, MqError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref().filter(|c| c.status().connected()) {
@@ -74,7 +94,8 @@ impl Rabbit {
     }
 
     async fn connect_once(&self) -> Result<Connection, MqError> {
-        let props = ConnectionProperties::default().with_connection_name(self.name.to_string().into());
+        let name = format!("mongo-cdc (pid {})", std::process::id());
+        let props = ConnectionProperties::default().with_connection_name(name.into());
         Connection::connect(&self.settings.amqp_uri(), props).await.map_err(|e| self.classify(e))
     }
 

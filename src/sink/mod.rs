@@ -105,7 +105,7 @@ impl Sink {
         let listener = tokio::net::TcpListener::bind(settings.http_addr)
             .await
             .map_err(|e| SinkError::Http { addr: settings.http_addr.to_string(), reason: e.to_string() })?;
-        let rabbit = Rabbit::new(settings.rabbit.clone(), "mongo-cdc sink");
+        let rabbit = Rabbit::shared(&settings.rabbit);
         rabbit.check().await?;
         tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
 
