@@ -107,6 +107,11 @@ impl Sink {
             .map_err(|e| SinkError::Http { addr: settings.http_addr.to_string(), reason: e.to_string() })?;
         let rabbit = Rabbit::shared(&settings.rabbit);
         rabbit.check().await?;
+        // Declared before the API answers, so whatever is published once /health is up has a
+        // queue to land in.
+        let channel = rabbit.channel().await?;
+        topology.declare(&channel).await?;
+        let _ = channel.close(200, "declared".into()).await;
         tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
 
         let http_stop = shutdown.child_token();
