@@ -56,6 +56,8 @@ async fn end_to_end_learns_a_linear_rule_and_predicts_it() {
     let rolling = s["model"]["rolling_1000"]["accuracy"].as_f64().unwrap();
     assert!(rolling > 0.9, "rolling accuracy {rolling}");
     assert!(s["model"]["progressive"]["log_loss"].as_f64().unwrap() > 0.0);
+    let lag = &s["lag_ms"];
+    assert!(lag["p50"].as_i64().unwrap() >= 0 && lag["p99"].as_i64().unwrap() >= lag["p50"].as_i64().unwrap(), "{lag}");
 
     // New points, clear of the boundary: predictions follow the rule.
     let mut rng = Rng::new(99);

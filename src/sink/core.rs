@@ -33,6 +33,8 @@ pub enum Outcome {
     Applied {
         /// The model learned from this event.
         trained: bool,
+        /// The event's wall time, ms since the epoch (for lag).
+        ts_ms: i64,
     },
     /// Already applied (same event id).
     Duplicate,
@@ -121,6 +123,49 @@ pub struct SinkCore {
     last_event_id: Option<String>,
     #[serde(skip)]
     x: Vec<f64>,
+    #[serde(skip)]
+    lag: Lag,
+}
+
+/// How far behind the sink runs: apply time minus event time, over the last events applied.
+#[derive(Debug, Clone, Default)]
+struct Lag {
+    recent_ms: VecDeque<i64>,
+}
+
+/// Lags kept for the percentiles.
+const LAG_WINDOW: usize = 10_000;
+
+impl Lag {
+    fn record(&mut self, lag_ms: i64) {
+        if self.recent_ms.len() >= LAG_WINDOW {
+            self.recent_ms.pop_front();
+        }
+        self.recent_ms.push_back(lag_ms.max(0));
+    }
+
+    fn percentiles(&self) -> Option<LagStats> {
+        if self.recent_ms.is_empty() {
+            return None;
+        }
+        let mut v: Vec<i64> = self.recent_ms.iter().copied().collect();
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(LagStats { p50: at(0.50), p95: at(0.95), p99: at(0.99), count: v.len() })
+    }
+}
+
+/// Lag percentiles (ms) from the change's commit to the sink applying it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagStats {
+    /// Median.
+    pub p50: i64,
+    /// 95th percentile.
+    pub p95: i64,
+    /// 99th percentile.
+    pub p99: i64,
+    /// Events the figures cover (the most recent ones).
+    pub count: usize,
 }
 
 impl SinkCore {
@@ -136,6 +181,7 @@ impl SinkCore {
             counters: Counters::default(),
             last_event_id: None,
             x: vec![0.0; n],
+            lag: Lag::default(),
         }
     }
 
@@ -226,7 +272,12 @@ impl SinkCore {
         self.recent.insert(&ev.id);
         self.counters.events_applied += 1;
         self.last_event_id = Some(ev.id.clone());
-        Outcome::Applied { trained }
+        Outcome::Applied { trained, ts_ms: ev.ts_ms }
+    }
+
+    /// Note that an event with wall time `ts_ms` was applied at `now_ms`.
+    pub fn record_lag(&mut self, ts_ms: i64, now_ms: i64) {
+        self.lag.record(now_ms - ts_ms);
     }
 
     /// One record.
@@ -254,6 +305,7 @@ impl SinkCore {
             counters: self.counters.clone(),
             records: self.live_records,
             last_event_id: self.last_event_id.clone(),
+            lag_ms: self.lag.percentiles(),
             model: self.model.stats(),
         }
     }
@@ -269,6 +321,8 @@ pub struct Stats {
     pub records: u64,
     /// Id of the newest event applied.
     pub last_event_id: Option<String>,
+    /// Commit-to-applied lag over the last 10,000 events (null before any).
+    pub lag_ms: Option<LagStats>,
     /// Model figures.
     pub model: ModelStats,
 }

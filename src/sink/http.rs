@@ -74,6 +74,10 @@ async fn metrics(State(core): State<Shared>) -> Response {
     metric("sink_dead_lettered_total", "counter", "Messages sent to the dead-letter queue.", s.counters.dead_lettered as f64);
     metric("sink_model_trained_total", "counter", "Samples the model learned.", s.model.trained as f64);
     metric("sink_records", "gauge", "Live records held.", s.records as f64);
+    if let Some(lag) = &s.lag_ms {
+        metric("sink_lag_p50_ms", "gauge", "Median ms from commit to applied, last 10k events.", lag.p50 as f64);
+        metric("sink_lag_p99_ms", "gauge", "99th percentile ms from commit to applied, last 10k events.", lag.p99 as f64);
+    }
     for (window, summary) in [("progressive", &s.model.progressive), ("rolling_1000", &s.model.rolling_1000)] {
         for (key, value) in summary_fields(summary) {
             metric(&format!("sink_model_{window}_{key}"), "gauge", &format!("{window} {key} of the live model."), value);

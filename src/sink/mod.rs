@@ -37,6 +37,12 @@ fn dedupe_window(prefetch: u16) -> usize {
     (usize::from(prefetch) * 8).max(10_000)
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
 /// features, label or task.
 pub fn load_core(settings: &SinkSettings, file: &CheckpointFile) -> Result<SinkCore, SinkError> {
@@ -196,7 +202,11 @@ impl Consumer {
                 Ok(Some(Ok(delivery))) => {
                     let outcome = {
                         let mut core = http::lock(&self.core);
-                        core.apply_bytes(&delivery.data)
+                        let outcome = core.apply_bytes(&delivery.data);
+                        if let Outcome::Applied { ts_ms, .. } = outcome {
+                            core.record_lag(ts_ms, now_ms());
+                        }
+                        outcome
                     };
                     pending.count += 1;
                     if let Outcome::Poison(reason) = &outcome {
