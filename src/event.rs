@@ -10,9 +10,12 @@
 //! | Double                  | number (NaN/±Infinity: `{"$numberDouble": ..}`)  |
 //! | anything else           | relaxed Extended JSON (`$binary`, `$regularExpression`, `$timestamp`, ...) |
 
+use std::borrow::Cow;
+
 use mongodb::bson::{Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The kind of change, Debezium style.
@@ -85,6 +88,74 @@ pub struct ChangeEvent {
     pub source: Source,
     /// Event wall time, ms since the epoch.
     pub ts_ms: i64,
+}
+
+/// A borrowed view of a [`ChangeEvent`] (same fields, same wire form) for consumers that read
+/// many events: strings borrow from the message, documents stay raw JSON until needed.
+#[derive(Debug, Deserialize)]
+pub struct ChangeEventRef<'a> {
+    /// See [`ChangeEvent::id`].
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// See [`ChangeEvent::op`].
+    pub op: Op,
+    /// See [`ChangeEvent::key`].
+    #[serde(borrow)]
+    pub key: Cow<'a, str>,
+    /// See [`ChangeEvent::before`].
+    #[serde(borrow)]
+    pub before: Option<&'a RawValue>,
+    /// See [`ChangeEvent::after`].
+    #[serde(borrow)]
+    pub after: Option<&'a RawValue>,
+    /// See [`ChangeEvent::updated_fields`].
+    #[serde(borrow)]
+    pub updated_fields: Option<&'a RawValue>,
+    /// See [`ChangeEvent::removed_fields`].
+    #[serde(borrow)]
+    pub removed_fields: Option<&'a RawValue>,
+    /// See [`ChangeEvent::source`].
+    #[serde(borrow)]
+    pub source: SourceRef<'a>,
+    /// See [`ChangeEvent::ts_ms`].
+    pub ts_ms: i64,
+}
+
+/// Borrowed [`Source`].
+#[derive(Debug, Deserialize)]
+pub struct SourceRef<'a> {
+    /// Database name.
+    #[serde(borrow)]
+    pub db: Cow<'a, str>,
+    /// Collection name.
+    #[serde(borrow)]
+    pub collection: Cow<'a, str>,
+    /// The oplog time of the change.
+    pub cluster_time: ClusterTime,
+}
+
+impl ChangeEventRef<'_> {
+    /// Check the shapes a [`RawValue`] does not: documents are objects, `removed_fields` an
+    /// array of strings (each `null` allowed), and only deletes and updates may lack `after`.
+    pub fn validate(&self) -> Result<(), String> {
+        let starts = |v: Option<&RawValue>, c: u8| v.is_none_or(|r| r.get().as_bytes().first() == Some(&c));
+        if !starts(self.after, b'{') {
+            return Err("`after` is not an object".into());
+        }
+        if !starts(self.before, b'{') {
+            return Err("`before` is not an object".into());
+        }
+        if !starts(self.updated_fields, b'{') {
+            return Err("`updated_fields` is not an object".into());
+        }
+        if let Some(r) = self.removed_fields {
+            serde_json::from_str::<Vec<&str>>(r.get()).map_err(|_| "`removed_fields` is not a list of strings".to_string())?;
+        }
+        if self.after.is_none() && matches!(self.op, Op::Create | Op::Read) {
+            return Err(format!("op `{}` without `after`", self.op.code()));
+        }
+        Ok(())
+    }
 }
 
 /// Why a raw change could not become a [`ChangeEvent`].
@@ -250,6 +321,30 @@ mod tests {
         assert_eq!(token_cluster_time(&secantus), Some(ClusterTime { t: 0x6b01dfc4, i: 5 }));
         let other: ResumeToken = mongodb::bson::from_document(doc! {"_data": "zz"}).unwrap();
         assert_eq!(token_cluster_time(&other), None);
+    }
+
+    #[test]
+    fn borrowed_view_reads_what_the_owned_event_writes() {
+        let ev = ChangeEvent {
+            id: "t\"1".into(),
+            op: Op::Update,
+            key: "k".into(),
+            before: None,
+            after: Some(doc_to_json(&doc! {"a": 1})),
+            updated_fields: Some(doc_to_json(&doc! {"a": 1})),
+            removed_fields: Some(vec!["b".into()]),
+            source: Source { db: "d".into(), collection: "c".into(), cluster_time: ClusterTime { t: 5, i: 6 } },
+            ts_ms: 7,
+        };
+        let body = ev.to_json();
+        let view: ChangeEventRef<'_> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(view.id, "t\"1");
+        assert_eq!(view.after.unwrap().get(), r#"{"a":1}"#);
+        assert_eq!(view.source.cluster_time, ClusterTime { t: 5, i: 6 });
+        view.validate().unwrap();
+        let text = String::from_utf8(body).unwrap().replace(r#""removed_fields":["b"]"#, r#""removed_fields":[1]"#);
+        let bad: ChangeEventRef<'_> = serde_json::from_str(&text).unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -4,18 +4,20 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::features;
-use crate::event::{ChangeEvent, ClusterTime, Op};
+use super::features::{self, FieldPlan};
+use crate::event::{ChangeEventRef, ClusterTime, Op};
 use crate::ml::{ModelStats, OnlineModel};
 
 /// The current state of one record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    /// The document; `None` once deleted.
-    pub doc: Option<Map<String, Value>>,
+    /// The document, as the JSON it arrived in; `None` once deleted.
+    pub doc: Option<Box<RawValue>>,
     /// 1 for the insert, +1 for every later change (deletes included).
     pub version: u64,
     /// Id of the last event applied.
@@ -68,54 +70,61 @@ pub struct Counters {
     pub dead_lettered: u64,
 }
 
-/// Ids of the most recently applied events, to recognise redeliveries. Bounded: a redelivery
-/// comes within the unacknowledged window, which is far smaller than the capacity.
+/// Fingerprints (128-bit xxh3) of the most recently applied event ids, to recognise
+/// redeliveries without keeping the ids. Bounded: a redelivery comes within the
+/// unacknowledged window, which is far smaller than the capacity.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<String>", into = "Vec<String>")]
+#[serde(from = "Vec<u128>", into = "Vec<u128>")]
 pub struct RecentIds {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<u128>,
+    set: HashSet<u128, RandomState>,
     capacity: usize,
 }
 
-impl From<Vec<String>> for RecentIds {
-    fn from(v: Vec<String>) -> Self {
-        let set = v.iter().cloned().collect();
+impl From<Vec<u128>> for RecentIds {
+    fn from(v: Vec<u128>) -> Self {
+        let set = v.iter().copied().collect();
         Self { capacity: v.len(), order: v.into(), set }
     }
 }
 
-impl From<RecentIds> for Vec<String> {
+impl From<RecentIds> for Vec<u128> {
     fn from(r: RecentIds) -> Self {
         r.order.into()
     }
 }
 
+fn fingerprint(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
 impl RecentIds {
     fn with_capacity(capacity: usize) -> Self {
-        Self { order: VecDeque::with_capacity(capacity), set: HashSet::with_capacity(capacity), capacity }
+        Self { order: VecDeque::with_capacity(capacity), set: HashSet::with_capacity_and_hasher(capacity, RandomState::default()), capacity }
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
+    fn contains(&self, fp: u128) -> bool {
+        self.set.contains(&fp)
     }
 
-    fn insert(&mut self, id: &str) {
+    fn insert(&mut self, fp: u128) {
         if self.order.len() >= self.capacity.max(1) {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
         }
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
+        self.order.push_back(fp);
+        self.set.insert(fp);
     }
 }
+
+type Map<V> = HashMap<String, V, RandomState>;
 
 /// Records, model and counters: everything a checkpoint holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SinkCore {
     spec: Spec,
-    records: HashMap<String, HashMap<String, Record>>,
+    records: Map<Map<Record>>,
     live_records: u64,
     recent: RecentIds,
     model: OnlineModel,
@@ -123,6 +132,8 @@ pub struct SinkCore {
     last_event_id: Option<String>,
     #[serde(skip)]
     x: Vec<f64>,
+    #[serde(skip)]
+    plan: FieldPlan,
     #[serde(skip)]
     lag: Lag,
 }
@@ -173,8 +184,9 @@ impl SinkCore {
     pub fn new(spec: Spec, model: OnlineModel, dedupe_window: usize) -> Self {
         let n = spec.features.len();
         Self {
+            plan: FieldPlan::new(&spec.features, &spec.label),
             spec,
-            records: HashMap::new(),
+            records: Map::default(),
             live_records: 0,
             recent: RecentIds::with_capacity(dedupe_window),
             model,
@@ -188,6 +200,7 @@ impl SinkCore {
     /// After loading a checkpoint: restore buffers and the dedupe capacity.
     pub fn restored(mut self, dedupe_window: usize) -> Self {
         self.x = vec![0.0; self.spec.features.len()];
+        self.plan = FieldPlan::new(&self.spec.features, &self.spec.label);
         self.recent.capacity = self.recent.capacity.max(dedupe_window);
         self
     }
@@ -197,71 +210,69 @@ impl SinkCore {
         &self.spec
     }
 
-    /// Parse and apply one message body.
+    /// Parse and apply one message body. State changes only when the outcome is
+    /// [`Outcome::Applied`].
     pub fn apply_bytes(&mut self, body: &[u8]) -> Outcome {
-        match serde_json::from_slice::<ChangeEvent>(body) {
-            Ok(ev) => self.apply(&ev),
-            Err(e) if e.is_data() => self.poison(format!("not the event contract: {e}")),
-            Err(e) => self.poison(format!("not JSON: {e}")),
+        let ev = match serde_json::from_slice::<ChangeEventRef<'_>>(body) {
+            Ok(ev) => ev,
+            Err(e) if e.is_data() => return self.poison(format!("not the event contract: {e}")),
+            Err(e) => return self.poison(format!("not JSON: {e}")),
+        };
+        if let Err(reason) = ev.validate() {
+            return self.poison(format!("not the event contract: {reason}"));
         }
-    }
-
-    fn poison(&mut self, reason: String) -> Outcome {
-        self.counters.dead_lettered += 1;
-        Outcome::Poison(reason)
-    }
-
-    /// Apply one event. State changes only when the outcome is [`Outcome::Applied`].
-    pub fn apply(&mut self, ev: &ChangeEvent) -> Outcome {
-        if self.recent.contains(&ev.id) {
+        let fp = fingerprint(&ev.id);
+        if self.recent.contains(fp) {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        let existing = self.records.get(&ev.source.collection).and_then(|c| c.get(&ev.key));
+        let existing = self.records.get(&*ev.source.collection).and_then(|c| c.get(&*ev.key));
         if existing.is_some_and(|r| ev.source.cluster_time < r.cluster_time) {
             self.counters.stale_skipped += 1;
             return Outcome::Stale;
         }
-        if ev.op != Op::Delete && ev.after.is_none() && ev.op != Op::Update {
-            return self.poison(format!("op `{}` without `after`", ev.op.code()));
-        }
 
         // Learn first: it is the only step that can fail, and a failure must change nothing.
         let mut trained = false;
-        let learns = self.spec.collections.is_empty() || self.spec.collections.contains(&ev.source.collection);
-        if let (true, Some(after)) = (learns && ev.op != Op::Delete, &ev.after) {
-            if let Some(label) = features::lookup(after, &self.spec.label).filter(|v| !v.is_null()) {
-                if let Err(reason) = features::extract_into(after, &self.spec.features, &mut self.x) {
-                    return self.poison(reason);
-                }
-                if let Err(e) = self.model.predict_then_learn(&self.x, label) {
+        let learns = self.spec.collections.is_empty() || self.spec.collections.iter().any(|c| *c == ev.source.collection);
+        if let (true, Some(after)) = (learns && ev.op != Op::Delete, ev.after) {
+            let label = match self.plan.extract(after.get(), &mut self.x) {
+                Ok(label) => label,
+                Err(reason) => return self.poison(reason),
+            };
+            if let Some(label) = label {
+                if let Err(e) = self.model.predict_then_learn(&self.x, &label) {
                     return self.poison(format!("label `{}`: {e}", self.spec.label));
                 }
                 trained = true;
             }
         }
 
-        let coll = self.records.entry(ev.source.collection.clone()).or_default();
-        let rec = coll.entry(ev.key.clone()).or_insert_with(|| Record {
-            doc: None,
-            version: 0,
-            last_id: String::new(),
-            ts_ms: 0,
-            cluster_time: ev.source.cluster_time,
-        });
+        let coll = match self.records.get_mut(&*ev.source.collection) {
+            Some(c) => c,
+            None => self.records.entry(ev.source.collection.to_string()).or_default(),
+        };
+        let rec = match coll.get_mut(&*ev.key) {
+            Some(r) => r,
+            None => coll.entry(ev.key.to_string()).or_insert_with(|| Record {
+                doc: None,
+                version: 0,
+                last_id: String::new(),
+                ts_ms: 0,
+                cluster_time: ev.source.cluster_time,
+            }),
+        };
         let was_live = rec.doc.is_some();
-        match ev.op {
-            Op::Delete => rec.doc = None,
+        match (ev.op, ev.after) {
+            (Op::Delete, _) => rec.doc = None,
+            (_, Some(after)) => rec.doc = Some(after.to_owned()),
             // An update whose lookup found nothing (deleted since) keeps the last document;
             // the delete that follows removes it.
-            _ => {
-                if let Some(after) = &ev.after {
-                    rec.doc = Some(after.clone());
-                }
-            }
+            (_, None) => {}
         }
         rec.version += 1;
-        rec.last_id.clone_from(&ev.id);
+        rec.last_id.clear();
+        rec.last_id.push_str(&ev.id);
         rec.ts_ms = ev.ts_ms;
         rec.cluster_time = ev.source.cluster_time;
         match (was_live, rec.doc.is_some()) {
@@ -269,10 +280,21 @@ impl SinkCore {
             (true, false) => self.live_records -= 1,
             _ => {}
         }
-        self.recent.insert(&ev.id);
+        self.recent.insert(fp);
         self.counters.events_applied += 1;
-        self.last_event_id = Some(ev.id.clone());
+        match &mut self.last_event_id {
+            Some(last) => {
+                last.clear();
+                last.push_str(&ev.id);
+            }
+            None => self.last_event_id = Some(ev.id.to_string()),
+        }
         Outcome::Applied { trained, ts_ms: ev.ts_ms }
+    }
+
+    fn poison(&mut self, reason: String) -> Outcome {
+        self.counters.dead_lettered += 1;
+        Outcome::Poison(reason)
     }
 
     /// Note that an event with wall time `ts_ms` was applied at `now_ms`.
