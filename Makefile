@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BIN := target/release/mongo-cdc
 
-.PHONY: help build deps test demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc
+.PHONY: help build deps test chaos demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ local-peek-cdc: build ## print the first messages waiting in RABBITMQ_QUEUE_NAME
 
 local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES and SINK_LABEL, see .env.example)
 	$(BIN) sink
+
+chaos: deps ## fault injection at full scale against real services; writes bench/RELIABILITY.md (restarts RabbitMQ)
+	cargo test --release --locked --test chaos -- --ignored --nocapture --test-threads=1 full_chaos_suite
