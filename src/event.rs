@@ -121,6 +121,37 @@ pub struct ChangeEventRef<'a> {
     pub ts_ms: i64,
 }
 
+/// Deepest nesting a message may have: serde_json's own limit, so the borrowed and the owned
+/// view accept the same messages.
+pub const MAX_DEPTH: usize = 128;
+
+/// The deepest nesting of objects and arrays in well-formed JSON text. Written by hand:
+/// serde_json skips raw values without a depth limit, and this is one pass over the bytes.
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// Borrowed [`Source`].
 #[derive(Debug, Deserialize)]
 pub struct SourceRef<'a> {
@@ -136,8 +167,14 @@ pub struct SourceRef<'a> {
 
 impl ChangeEventRef<'_> {
     /// Check the shapes a [`RawValue`] does not: documents are objects, `removed_fields` an
-    /// array of strings (each `null` allowed), and only deletes and updates may lack `after`.
+    /// array of strings, only deletes and updates may lack `after`, and nothing nests deeper
+    /// than [`MAX_DEPTH`] (which [`ChangeEvent`] also refuses; MongoDB allows 100 levels).
     pub fn validate(&self) -> Result<(), String> {
+        for (name, doc) in [("after", self.after), ("before", self.before), ("updated_fields", self.updated_fields)] {
+            if doc.is_some_and(|d| json_depth(d.get()) > MAX_DEPTH - 1) {
+                return Err(format!("`{name}` nests deeper than {} levels", MAX_DEPTH - 1));
+            }
+        }
         let starts = |v: Option<&RawValue>, c: u8| v.is_none_or(|r| r.get().as_bytes().first() == Some(&c));
         if !starts(self.after, b'{') {
             return Err("`after` is not an object".into());
@@ -263,6 +300,17 @@ pub fn doc_to_json(doc: &Document) -> Map<String, Value> {
     doc.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()
 }
 
+/// RFC 3339 with exactly three fraction digits (`...:05.100Z`, not `...:05.1Z`), so every
+/// date has the same width and sorts as text.
+fn millis_precision(rfc3339: &str) -> String {
+    let Some(body) = rfc3339.strip_suffix('Z') else { return rfc3339.to_string() };
+    let (secs, frac) = match body.rsplit_once('.') {
+        Some((secs, frac)) if !secs.contains('.') => (secs, frac),
+        _ => (body, ""),
+    };
+    format!("{secs}.{:0<3.3}Z", frac)
+}
+
 /// Map one BSON value to JSON (see the module table).
 pub fn bson_to_json(value: &Bson) -> Value {
     match value {
@@ -270,7 +318,7 @@ pub fn bson_to_json(value: &Bson) -> Value {
         Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
         Bson::ObjectId(oid) => Value::String(oid.to_hex()),
         Bson::DateTime(dt) => match dt.try_to_rfc3339_string() {
-            Ok(s) => Value::String(s),
+            Ok(s) => Value::String(millis_precision(&s)),
             // Outside years 0..=9999 RFC 3339 has no form; keep the exact millis.
             Err(_) => value.clone().into_relaxed_extjson(),
         },
@@ -345,6 +393,22 @@ mod tests {
         let text = String::from_utf8(body).unwrap().replace(r#""removed_fields":["b"]"#, r#""removed_fields":[1]"#);
         let bad: ChangeEventRef<'_> = serde_json::from_str(&text).unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn dates_always_have_milliseconds() {
+        let at = |ms| bson_to_json(&Bson::DateTime(mongodb::bson::DateTime::from_millis(ms)));
+        assert_eq!(at(1_700_000_000_100), "2023-11-14T22:13:20.100Z");
+        assert_eq!(at(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(at(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert_eq!(json_depth(r#"{"a": [1, {"b": "}}[[{{"}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a": "\"{"}"#), 1);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(json_depth(&deep), 200);
     }
 
     #[test]

@@ -243,3 +243,28 @@ async fn insert_test_writes_every_kind_and_peek_leaves_them_queued() {
     bridge.terminate(LIMIT).await;
     delete_topology("/", &queue).await;
 }
+
+#[tokio::test]
+async fn mongo_collections_keeps_only_the_listed_collections() {
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db_name = unique("filter");
+    let queue = unique("q_filter");
+    let env = Env::bridge(&mongo.uri(), &db_name, &queue).set("MONGO_COLLECTIONS", "keep, also");
+    let mut bridge = start_bridge(&client, &env).await;
+    let db = client.database(&db_name);
+    for (coll, n) in [("keep", 3), ("skip", 5), ("also", 2), ("skip", 1)] {
+        for i in 0..n {
+            db.collection::<Document>(coll).insert_one(doc! {"i": i}).await.unwrap();
+        }
+    }
+    // A marker written last: once it is in, everything before it has been read.
+    db.collection::<Document>("keep").insert_one(doc! {"last": true}).await.unwrap();
+    let got = consume_until("/", &queue, LIMIT, |m| m.last().is_some_and(|m| m.json()["after"]["last"] == json!(true))).await;
+    let colls: Vec<String> = got.iter().map(|m| m.event().source.collection).collect();
+    assert_eq!(colls.iter().filter(|c| *c == "keep").count(), 4);
+    assert_eq!(colls.iter().filter(|c| *c == "also").count(), 2);
+    assert_eq!(colls.len(), 6, "{colls:?}");
+    bridge.terminate(LIMIT).await;
+    delete_topology("/", &queue).await;
+}

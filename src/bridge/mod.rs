@@ -235,14 +235,18 @@ impl Bridge {
             other => mongodb::error::Error::custom(other.to_string()),
         })?;
         let db = client.database(&self.settings.mongo.mongo_database_name);
-        let mut filter = doc! {"operationType": {"$in": ["insert", "update", "replace", "delete", "invalidate"]}};
+        // Other operation types are dropped as they are read (`ChangeEvent::from_change`), not
+        // by a server-side `$match`: it costs the server per event, and the post-batch resume
+        // token moves on either way.
         let collections = self.settings.mongo.collections();
-        if !collections.is_empty() {
-            filter.insert("ns.coll", doc! {"$in": collections});
-        }
+        let pipeline = if collections.is_empty() {
+            Vec::new()
+        } else {
+            vec![doc! {"$match": {"$or": [{"ns.coll": {"$in": collections}}, {"operationType": "invalidate"}]}}]
+        };
         let watch = db
             .watch()
-            .pipeline([doc! {"$match": filter}])
+            .pipeline(pipeline)
             .full_document(FullDocumentType::UpdateLookup)
             .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable);
         match &self.confirmed {
