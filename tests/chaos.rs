@@ -78,7 +78,7 @@ async fn bridge_kill9(n: u64, kills: usize, seed: u64) -> Row {
     let writer = Writer::spawn(client.clone(), &db, "events", 0..n, 20, Duration::from_millis(8));
     let mut rng = Rng::new(mix(seed));
     let mut at = Vec::new();
-    for point in random_points(&mut rng, kills, n, 0.03, 0.97) {
+    for point in random_points(&mut rng, kills, n, 0.03, 0.85) {
         writer.reach(point, LIMIT).await;
         let published = queue_len("/", &queue).await.unwrap_or_default();
         bridge.kill9();
@@ -252,10 +252,11 @@ async fn sink_kill9(n: u64, kills: usize, seed: u64) -> Row {
     let mut bridge = start_bridge(&client, &benv).await;
     let mut sink = start_sink(&senv).await;
 
-    let writer = Writer::spawn(client.clone(), &db, "events", 0..n, 25, Duration::from_millis(15));
+    // Paced so a sink restart (about half a second) is short next to the stream.
+    let writer = Writer::spawn(client.clone(), &db, "events", 0..n, 25, Duration::from_millis(30));
     let mut rng = Rng::new(mix(seed));
     let mut at = Vec::new();
-    for point in random_points(&mut rng, kills, n, 0.05, 0.95) {
+    for point in spread_points(&mut rng, kills, n) {
         writer.reach(point, LIMIT).await;
         // A random moment within the next 200 ms, not only right after a batch.
         tokio::time::sleep(Duration::from_millis(((rng.unit() + 1.0) * 100.0) as u64)).await;
