@@ -215,7 +215,11 @@ impl SinkCore {
     pub fn apply_bytes(&mut self, body: &[u8]) -> Outcome {
         let ev = match serde_json::from_slice::<ChangeEventRef<'_>>(body) {
             Ok(ev) => ev,
-            Err(e) if e.is_data() => return self.poison(format!("not the event contract: {e}")),
+            // serde_json reports some wrong types (a number where an enum goes) as syntax
+            // errors, so check the JSON itself before saying it is not JSON.
+            Err(e) if e.is_data() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                return self.poison(format!("not the event contract: {e}"));
+            }
             Err(e) => return self.poison(format!("not JSON: {e}")),
         };
         if let Err(reason) = ev.validate() {
@@ -347,4 +351,38 @@ pub struct Stats {
     pub lag_ms: Option<LagStats>,
     /// Model figures.
     pub model: ModelStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::{ModelConfig, Task};
+
+    fn core() -> SinkCore {
+        let spec = Spec { features: vec!["x".into()], label: "y".into(), collections: vec![] };
+        SinkCore::new(spec, OnlineModel::new(ModelConfig::new(Task::Classification), 1).unwrap(), 100)
+    }
+
+    fn reason(o: Outcome) -> String {
+        match o {
+            Outcome::Poison(r) => r,
+            other => panic!("not poison: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn poison_reasons_say_what_is_wrong() {
+        let mut c = core();
+        assert!(reason(c.apply_bytes(b"{nope")).starts_with("not JSON"));
+        let wrong_op = br#"{"id":"a","op":5,"key":"k","after":{"x":1},"source":{"db":"d","collection":"c","cluster_time":{"t":1,"i":1}},"ts_ms":1}"#;
+        assert!(reason(c.apply_bytes(wrong_op)).starts_with("not the event contract"));
+        let deep = format!(
+            r#"{{"id":"a","op":"c","key":"k","after":{{"x":1,"d":{}1{}}},"source":{{"db":"d","collection":"c","cluster_time":{{"t":1,"i":1}}}},"ts_ms":1}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(reason(c.apply_bytes(deep.as_bytes())).contains("deeper"));
+        assert_eq!(c.stats().counters.dead_lettered, 3);
+        assert_eq!(c.stats().counters.events_applied, 0);
+    }
 }
