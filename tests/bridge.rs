@@ -76,7 +76,9 @@ async fn insert_update_replace_delete_follow_the_contract() {
     // Pre-images where the collection has them.
     assert_eq!(evs[4].key, "k1");
     assert_eq!(json!(evs[5].before), json!({"_id": "k1", "v": 1}));
-    assert_eq!(json!(evs[5].after), json!({"_id": "k1", "v": 2}));
+    // `after` is looked up when the change is read: the document, or null if the delete
+    // that follows already happened.
+    assert!(evs[5].after.is_none() || json!(evs[5].after) == json!({"_id": "k1", "v": 2}), "{:?}", evs[5].after);
     assert_eq!(json!(evs[6].before), json!({"_id": "k1", "v": 2}));
 
     // Ids are unique; AMQP properties carry the contract.

@@ -44,6 +44,10 @@ pub enum BridgeError {
     Mq(#[from] MqError),
 }
 
+/// Changes per `getMore`: fewer round trips while draining a backlog; an idle stream still
+/// returns as soon as anything arrives.
+const READ_BATCH: u32 = 1000;
+
 /// How long shutdown waits for outstanding confirms and the last checkpoint write.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -248,7 +252,8 @@ impl Bridge {
             .watch()
             .pipeline(pipeline)
             .full_document(FullDocumentType::UpdateLookup)
-            .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable);
+            .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+            .batch_size(READ_BATCH);
         match &self.confirmed {
             // `start_after` (not `resume_after`) so a token from an `invalidate` still works.
             Some(token) => watch.start_after(token.clone()).await,
