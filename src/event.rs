@@ -358,7 +358,7 @@ mod tests {
                 "a.b": 1, "$x": "y",
             })
         );
-        assert_eq!(j.to_string().contains("9007199254740993"), true);
+        assert!(j.to_string().contains("9007199254740993"));
     }
 
     #[test]

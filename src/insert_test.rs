@@ -100,7 +100,7 @@ fn test_document(run_id: &str, seq: u64) -> Document {
         "seq": seq as i64,
         "likes": (seq % 7) as i32,
         "score": (seq as f64) / 10.0,
-        "published": seq % 2 == 0,
+        "published": seq.is_multiple_of(2),
         "tags": ["cdc", "test"],
         "created_at": DateTime::now(),
     }

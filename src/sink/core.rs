@@ -108,11 +108,10 @@ impl RecentIds {
     }
 
     fn insert(&mut self, fp: u128) {
-        if self.order.len() >= self.capacity.max(1) {
-            if let Some(old) = self.order.pop_front() {
+        if self.order.len() >= self.capacity.max(1)
+            && let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
-        }
         self.order.push_back(fp);
         self.set.insert(fp);
     }

@@ -221,8 +221,8 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_, '_> {
 
 impl DocSeed<'_, '_, '_> {
     fn apply(&mut self, node: &Node, literal: bool, value: Leaf) -> Result<(), String> {
-        if let Some(i) = node.feature {
-            if literal || !self.state.literal[i] {
+        if let Some(i) = node.feature
+            && (literal || !self.state.literal[i]) {
                 let found = match &value {
                     Leaf::Num(x) => Ok(*x),
                     Leaf::Bad(what) => Err(what.clone()),
@@ -242,13 +242,11 @@ impl DocSeed<'_, '_, '_> {
                 }
                 self.state.literal[i] |= literal;
             }
-        }
-        if node.label && (literal || !self.state.label_literal) {
-            if let Leaf::Json(v) = value {
+        if node.label && (literal || !self.state.label_literal)
+            && let Leaf::Json(v) = value {
                 self.state.label = Some(v);
                 self.state.label_literal |= literal;
             }
-        }
         Ok(())
     }
 }
