@@ -316,7 +316,10 @@ impl SinkSettings {
             model.l2 = l2;
         }
         let http_addr = env.sink_http_addr.trim().parse().map_err(|_| {
-            ConfigError::invalid("SINK_HTTP_ADDR", format!("`{}` is not host:port (e.g. 127.0.0.1:8088)", env.sink_http_addr))
+            ConfigError::invalid(
+                "SINK_HTTP_ADDR",
+                format!("`{}` is not host:port (e.g. 127.0.0.1:8088)", env.sink_http_addr),
+            )
         })?;
         if env.sink_checkpoint_every == 0 {
             return Err(ConfigError::invalid("SINK_CHECKPOINT_EVERY", "must be at least 1"));

@@ -92,7 +92,8 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     while checkpoints.find_one(doc! {"_id": CDC_NAME}).await?.is_none() {
         if bridge_task.is_finished() || Instant::now() > deadline {
             stop.cancel();
-            let err = bridge_task.await?.err().map(|e| e.to_string()).unwrap_or_else(|| "it did not start in time".into());
+            let err =
+                bridge_task.await?.err().map(|e| e.to_string()).unwrap_or_else(|| "it did not start in time".into());
             bail!("the bridge did not start: {err}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -171,7 +172,8 @@ fn customer(rng: &mut SmallRng, id: u64) -> Document {
     let tickets: i32 = rng.random_range(0..9);
     let premium = rng.random_bool(0.3);
     let noise: f64 = rng.random_range(-1.0..1.0);
-    let score = -1.7 - 0.08 * f64::from(tenure) + 0.04 * spend + 0.6 * f64::from(tickets) - 1.2 * f64::from(u8::from(premium));
+    let score =
+        -1.7 - 0.08 * f64::from(tenure) + 0.04 * spend + 0.6 * f64::from(tickets) - 1.2 * f64::from(u8::from(premium));
     doc! {
         "_id": id as i64,
         "tenure_months": tenure,
@@ -185,7 +187,10 @@ fn customer(rng: &mut SmallRng, id: u64) -> Document {
 fn quality(s: &Stats) -> String {
     use crate::ml::MetricSummary;
     match (&s.model.progressive, &s.model.rolling_1000) {
-        (MetricSummary::Classification { accuracy: Some(p), .. }, MetricSummary::Classification { accuracy: Some(r), .. }) => {
+        (
+            MetricSummary::Classification { accuracy: Some(p), .. },
+            MetricSummary::Classification { accuracy: Some(r), .. },
+        ) => {
             format!("accuracy {p:.3} (last 1000: {r:.3})")
         }
         _ => String::new(),

@@ -104,7 +104,9 @@ pub enum MqError {
         user: String,
     },
     /// The vhost does not exist, or the user may not use it.
-    #[error("RabbitMQ at {addr} does not let `{user}` use vhost `{vhost}` (check RABBITMQ_VHOST, and the user's permissions)")]
+    #[error(
+        "RabbitMQ at {addr} does not let `{user}` use vhost `{vhost}` (check RABBITMQ_VHOST, and the user's permissions)"
+    )]
     Vhost {
         /// host:port and vhost.
         addr: String,
@@ -145,7 +147,9 @@ pub enum SinkError {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     /// The checkpoint was made for other features, label or task.
-    #[error("the checkpoint {path} was made with other settings ({what}); move it away to start over, or restore the settings")]
+    #[error(
+        "the checkpoint {path} was made with other settings ({what}); move it away to start over, or restore the settings"
+    )]
     SpecChanged {
         /// The checkpoint file.
         path: String,

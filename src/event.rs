@@ -186,7 +186,8 @@ impl ChangeEventRef<'_> {
             return Err("`updated_fields` is not an object".into());
         }
         if let Some(r) = self.removed_fields {
-            serde_json::from_str::<Vec<&str>>(r.get()).map_err(|_| "`removed_fields` is not a list of strings".to_string())?;
+            serde_json::from_str::<Vec<&str>>(r.get())
+                .map_err(|_| "`removed_fields` is not a list of strings".to_string())?;
         }
         if self.after.is_none() && matches!(self.op, Op::Create | Op::Read) {
             return Err(format!("op `{}` without `after`", self.op.code()));
@@ -215,16 +216,10 @@ impl ChangeEvent {
         };
         let ns = ev.ns.as_ref().ok_or(EventError::Missing("ns"))?;
         let collection = ns.coll.clone().ok_or(EventError::Missing("ns.coll"))?;
-        let id_value = ev
-            .document_key
-            .as_ref()
-            .and_then(|k| k.get("_id"))
-            .ok_or(EventError::Missing("documentKey._id"))?;
+        let id_value =
+            ev.document_key.as_ref().and_then(|k| k.get("_id")).ok_or(EventError::Missing("documentKey._id"))?;
         let ct = ev.cluster_time.ok_or(EventError::Missing("clusterTime"))?;
-        let ts_ms = ev
-            .wall_time
-            .map(|w| w.timestamp_millis())
-            .unwrap_or(i64::from(ct.time) * 1000);
+        let ts_ms = ev.wall_time.map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
         let (updated_fields, removed_fields) = match &ev.update_description {
             Some(u) => (Some(doc_to_json(&u.updated_fields)), Some(u.removed_fields.clone())),
             None => (None, None),
@@ -237,11 +232,7 @@ impl ChangeEvent {
             after: if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) },
             updated_fields,
             removed_fields,
-            source: Source {
-                db: ns.db.clone(),
-                collection,
-                cluster_time: ClusterTime { t: ct.time, i: ct.increment },
-            },
+            source: Source { db: ns.db.clone(), collection, cluster_time: ClusterTime { t: ct.time, i: ct.increment } },
             ts_ms,
         }))
     }
@@ -274,9 +265,8 @@ pub fn token_cluster_time(token: &ResumeToken) -> Option<ClusterTime> {
     if data.len() >= 18 && data[..2].eq_ignore_ascii_case("82") {
         return Some(ClusterTime { t: hex(&data[2..10])?, i: hex(&data[10..18])? });
     }
-    let bytes: Vec<u8> = (0..data.len() / 2)
-        .map(|k| u8::from_str_radix(data.get(2 * k..2 * k + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
+    let bytes: Vec<u8> =
+        (0..data.len() / 2).map(|k| u8::from_str_radix(data.get(2 * k..2 * k + 2)?, 16).ok()).collect::<Option<_>>()?;
     match Document::from_reader(bytes.as_slice()).ok()?.get("t")? {
         Bson::Timestamp(ts) => Some(ClusterTime { t: ts.time, i: ts.increment }),
         _ => None,
@@ -363,7 +353,8 @@ mod tests {
 
     #[test]
     fn token_times() {
-        let mongo: ResumeToken = mongodb::bson::from_document(doc! {"_data": "8263A1B2C3000000042B022C0100296E5A1004"}).unwrap();
+        let mongo: ResumeToken =
+            mongodb::bson::from_document(doc! {"_data": "8263A1B2C3000000042B022C0100296E5A1004"}).unwrap();
         assert_eq!(token_cluster_time(&mongo), Some(ClusterTime { t: 0x63A1B2C3, i: 4 }));
         let secantus: ResumeToken = mongodb::bson::from_document(doc! {"_data": "3e0000001073000800000011740005000000c4df016b026e00180000007363726162626c652e24636d642e61676772656761746500036b00050000000000"}).unwrap();
         assert_eq!(token_cluster_time(&secantus), Some(ClusterTime { t: 0x6b01dfc4, i: 5 }));

@@ -42,11 +42,7 @@ const BATCH: u64 = 500;
 pub async fn run(settings: &MongoSettings, plan: &InsertPlan) -> Result<InsertReport, MongoError> {
     let mongo = Mongo::shared(&settings.mongo_database_host);
     mongo.ping().await?;
-    let coll = mongo
-        .client()
-        .await?
-        .database(&settings.mongo_database_name)
-        .collection::<Document>(&plan.collection);
+    let coll = mongo.client().await?.database(&settings.mongo_database_name).collection::<Document>(&plan.collection);
 
     let total = plan.count + plan.updates.min(plan.count) + plan.deletes.min(plan.count);
     let bar = if total >= PROGRESS_FROM { ProgressBar::new(total) } else { ProgressBar::hidden() };
@@ -75,8 +71,7 @@ pub async fn run(settings: &MongoSettings, plan: &InsertPlan) -> Result<InsertRe
 
     bar.set_message("update");
     for id in ids.iter().take(plan.updates as usize) {
-        coll.update_one(doc! {"_id": id}, doc! {"$inc": {"likes": 1}, "$set": {"edited_at": DateTime::now()}})
-            .await?;
+        coll.update_one(doc! {"_id": id}, doc! {"$inc": {"likes": 1}, "$set": {"edited_at": DateTime::now()}}).await?;
         report.updated += 1;
         bar.inc(1);
     }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mongo_cdc::config::{self, BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
-use mongo_cdc::mq::Rabbit;
 use mongo_cdc::db::Mongo;
+use mongo_cdc::mq::Rabbit;
 use mongo_cdc::{bridge, demo, insert_test, shutdown, sink};
 
 #[derive(Parser)]
@@ -120,10 +120,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { count, updates, deletes } => {
             let http_addr = std::env::var("SINK_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8088".into());
-            let http_addr = http_addr.parse().with_context(|| format!("SINK_HTTP_ADDR `{http_addr}` is not host:port"))?;
+            let http_addr =
+                http_addr.parse().with_context(|| format!("SINK_HTTP_ADDR `{http_addr}` is not host:port"))?;
             let stats = demo::run(&demo::DemoPlan { count, updates, deletes, http_addr }).await?;
             println!("\nThe sink's /stats at the end:\n{}", serde_json::to_string_pretty(&stats)?);
-            println!("\nThe bridge and the sink are stopped; the services keep running (`make local-stop` stops them).");
+            println!(
+                "\nThe bridge and the sink are stopped; the services keep running (`make local-stop` stops them)."
+            );
         }
         Command::InsertTest { count, collection, updates, deletes } => {
             let settings = MongoSettings::from_env()?;

@@ -67,7 +67,8 @@ async fn bad_sink_configuration_is_one_readable_line() {
     fails_with(&["sink"], &ok.clone().set("SINK_HTTP_ADDR", "nowhere"), &["SINK_HTTP_ADDR"]).await;
     fails_with(&["sink"], &ok.clone().set("SINK_PREFETCH", "-1"), &["SINK_PREFETCH"]).await;
     fails_with(&["sink"], &ok.clone().set("SINK_LEARNING_RATE", "0"), &["SINK_LEARNING_RATE"]).await;
-    fails_with(&["sink"], &ok.clone().set("RABBITMQ_DEFAULT_PASSWORD", "secret-wrong"), &["RABBITMQ_DEFAULT_PASSWORD"]).await;
+    fails_with(&["sink"], &ok.clone().set("RABBITMQ_DEFAULT_PASSWORD", "secret-wrong"), &["RABBITMQ_DEFAULT_PASSWORD"])
+        .await;
 
     // A checkpoint made with other features is refused, not silently mixed.
     let mut sink = start_sink(&ok).await;

@@ -165,11 +165,7 @@ async fn bson_types_have_exact_json_forms() {
 
 async fn db_insert(client: &mongodb::Client, db: &str, d: Document) {
     // `$`-prefixed and dotted keys need a raw insert command: the driver's insert_one refuses them.
-    client
-        .database(db)
-        .run_command(doc! {"insert": "types", "documents": [d]})
-        .await
-        .unwrap();
+    client.database(db).run_command(doc! {"insert": "types", "documents": [d]}).await.unwrap();
 }
 
 #[tokio::test]
@@ -262,7 +258,8 @@ async fn mongo_collections_keeps_only_the_listed_collections() {
     }
     // A marker written last: once it is in, everything before it has been read.
     db.collection::<Document>("keep").insert_one(doc! {"last": true}).await.unwrap();
-    let got = consume_until("/", &queue, LIMIT, |m| m.last().is_some_and(|m| m.json()["after"]["last"] == json!(true))).await;
+    let got =
+        consume_until("/", &queue, LIMIT, |m| m.last().is_some_and(|m| m.json()["after"]["last"] == json!(true))).await;
     let colls: Vec<String> = got.iter().map(|m| m.event().source.collection).collect();
     assert_eq!(colls.iter().filter(|c| *c == "keep").count(), 4);
     assert_eq!(colls.iter().filter(|c| *c == "also").count(), 2);

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use mongodb::bson::{Document, doc};
 use mongodb::Client;
+use mongodb::bson::{Document, doc};
 use tokio::task::JoinHandle;
 
 const LIMIT: Duration = Duration::from_secs(60);

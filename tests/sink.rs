@@ -80,7 +80,8 @@ async fn end_to_end_learns_a_linear_rule_and_predicts_it() {
     assert_eq!(status, 400);
     assert!(p["error"].as_str().unwrap().contains("x2"), "{p}");
     // Prometheus text.
-    let metrics = reqwest::get(format!("http://{}/metrics", senv.get("SINK_HTTP_ADDR"))).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", senv.get("SINK_HTTP_ADDR"))).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("sink_events_applied_total {N}")), "{metrics}");
     assert!(metrics.contains("sink_model_progressive_accuracy "), "{metrics}");
 
@@ -214,7 +215,10 @@ async fn the_same_message_twice_trains_once() {
     let body = event("tok-1", "k1", 100, json!({"_id": "k1", "x": 1.0, "y": true})).to_string().into_bytes();
     publish_raw("/", &queue, &[body.clone(), body]).await;
 
-    let s = wait_stats(&senv, "both deliveries handled", LIMIT, |s| count(s, "events_applied") + count(s, "duplicates_skipped") >= 2).await;
+    let s = wait_stats(&senv, "both deliveries handled", LIMIT, |s| {
+        count(s, "events_applied") + count(s, "duplicates_skipped") >= 2
+    })
+    .await;
     assert_eq!(trained(&s), 1);
     assert_eq!(count(&s, "events_applied"), 1);
     assert_eq!(count(&s, "duplicates_skipped"), 1);
@@ -236,7 +240,14 @@ async fn poison_goes_to_the_dead_letter_queue_and_good_messages_keep_flowing() {
     let senv = sink_env(&queue, state.path(), "x,nested.y", "label");
     let mut sink = start_sink(&senv).await;
 
-    let good = |i: u32| event(&format!("good-{i}"), &format!("g{i}"), 1000 + i, json!({"x": i, "nested": {"y": 1}, "label": i.is_multiple_of(2)}));
+    let good = |i: u32| {
+        event(
+            &format!("good-{i}"),
+            &format!("g{i}"),
+            1000 + i,
+            json!({"x": i, "nested": {"y": 1}, "label": i.is_multiple_of(2)}),
+        )
+    };
     let mut poison: Vec<Vec<u8>> = vec![
         b"not json at all".to_vec(),
         vec![0xff, 0xfe, 0x00, 0x01],
@@ -260,7 +271,10 @@ async fn poison_goes_to_the_dead_letter_queue_and_good_messages_keep_flowing() {
     let n_good = n_poison + 1;
     publish_raw("/", &queue, &bodies).await;
 
-    let s = wait_stats(&senv, "everything handled", LIMIT, |s| count(s, "events_applied") + count(s, "dead_lettered") >= n_good + n_poison).await;
+    let s = wait_stats(&senv, "everything handled", LIMIT, |s| {
+        count(s, "events_applied") + count(s, "dead_lettered") >= n_good + n_poison
+    })
+    .await;
     assert_eq!(count(&s, "events_applied"), n_good);
     assert_eq!(count(&s, "dead_lettered"), n_poison);
     assert_eq!(trained(&s), n_good);

@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::change_stream::event::ResumeToken;
-use backon::{ExponentialBuilder, Retryable};
 use mongodb::{Client, Collection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -130,8 +130,12 @@ impl Bridge {
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Mongo(e)) if history_lost(&e) => return Err(self.history_lost().into()),
-                Err(Failure::Mongo(e)) => tracing::warn!(error = %e, "MongoDB failed, resuming from the last confirmed change"),
-                Err(Failure::Mq(e)) => tracing::warn!(error = %e, "RabbitMQ failed, republishing from the last confirmed change"),
+                Err(Failure::Mongo(e)) => {
+                    tracing::warn!(error = %e, "MongoDB failed, resuming from the last confirmed change")
+                }
+                Err(Failure::Mq(e)) => {
+                    tracing::warn!(error = %e, "RabbitMQ failed, republishing from the last confirmed change")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

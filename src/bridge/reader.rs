@@ -28,7 +28,9 @@ pub(super) async fn read(
             Ok(Some(change)) => {
                 let Some(token) = stream.resume_token() else { continue };
                 match ChangeEvent::from_change(&change) {
-                    Ok(Some(ev)) => Item::Change { token, body: ev.to_json(), envelope: crate::mq::publisher::Envelope::of(&ev) },
+                    Ok(Some(ev)) => {
+                        Item::Change { token, body: ev.to_json(), envelope: crate::mq::publisher::Envelope::of(&ev) }
+                    }
                     Ok(None) => Item::Mark(token),
                     Err(e) => {
                         // Without a namespace or key there is nothing a consumer could apply.

@@ -48,17 +48,14 @@ impl Mongo {
     pub async fn client(&self) -> Result<&Client, MongoError> {
         self.client
             .get_or_try_init(|| async {
-                let mut opts = ClientOptions::parse(&*self.uri).await.map_err(|e| MongoError::BadUri {
-                    uri: redact_uri(&self.uri),
-                    reason: reason(&e),
-                })?;
+                let mut opts = ClientOptions::parse(&*self.uri)
+                    .await
+                    .map_err(|e| MongoError::BadUri { uri: redact_uri(&self.uri), reason: reason(&e) })?;
                 opts.app_name.get_or_insert_with(|| "mongo-cdc".into());
                 // Fail in seconds, not the driver's 30 s, when nothing answers; a URI option wins.
                 opts.server_selection_timeout.get_or_insert(Duration::from_secs(10));
-                Client::with_options(opts).map_err(|e| MongoError::BadUri {
-                    uri: redact_uri(&self.uri),
-                    reason: reason(&e),
-                })
+                Client::with_options(opts)
+                    .map_err(|e| MongoError::BadUri { uri: redact_uri(&self.uri), reason: reason(&e) })
             })
             .await
     }

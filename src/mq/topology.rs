@@ -1,7 +1,9 @@
 //! Queue topology, declared the same way by the bridge and the sink: a durable queue whose
 //! rejected messages go through the exchange `<queue>.dlx` to the queue `<queue>.dlq`.
 
-use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 

@@ -44,8 +44,9 @@ impl CheckpointFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SinkError::Checkpoint(format!("cannot read {}: {e}", self.path.display()))),
         };
-        let file: File<SinkCore> = serde_json::from_slice(&bytes)
-            .map_err(|e| SinkError::Checkpoint(format!("{} is unreadable ({e}); move it away to start over", self.path.display())))?;
+        let file: File<SinkCore> = serde_json::from_slice(&bytes).map_err(|e| {
+            SinkError::Checkpoint(format!("{} is unreadable ({e}); move it away to start over", self.path.display()))
+        })?;
         if file.format != FORMAT {
             return Err(SinkError::Checkpoint(format!(
                 "{} has format {}, this build reads {FORMAT}; move it away to start over",

@@ -100,7 +100,11 @@ fn fingerprint(id: &str) -> u128 {
 
 impl RecentIds {
     fn with_capacity(capacity: usize) -> Self {
-        Self { order: VecDeque::with_capacity(capacity), set: HashSet::with_capacity_and_hasher(capacity, RandomState::default()), capacity }
+        Self {
+            order: VecDeque::with_capacity(capacity),
+            set: HashSet::with_capacity_and_hasher(capacity, RandomState::default()),
+            capacity,
+        }
     }
 
     fn contains(&self, fp: u128) -> bool {
@@ -109,9 +113,10 @@ impl RecentIds {
 
     fn insert(&mut self, fp: u128) {
         if self.order.len() >= self.capacity.max(1)
-            && let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
         self.order.push_back(fp);
         self.set.insert(fp);
     }
@@ -237,7 +242,8 @@ impl SinkCore {
 
         // Learn first: it is the only step that can fail, and a failure must change nothing.
         let mut trained = false;
-        let learns = self.spec.collections.is_empty() || self.spec.collections.iter().any(|c| *c == ev.source.collection);
+        let learns =
+            self.spec.collections.is_empty() || self.spec.collections.iter().any(|c| *c == ev.source.collection);
         if let (true, Some(after)) = (learns && ev.op != Op::Delete, ev.after) {
             let label = match self.plan.extract(after.get(), &mut self.x) {
                 Ok(label) => label,

@@ -222,31 +222,34 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_, '_> {
 impl DocSeed<'_, '_, '_> {
     fn apply(&mut self, node: &Node, literal: bool, value: Leaf) -> Result<(), String> {
         if let Some(i) = node.feature
-            && (literal || !self.state.literal[i]) {
-                let found = match &value {
-                    Leaf::Num(x) => Ok(*x),
-                    Leaf::Bad(what) => Err(what.clone()),
-                    Leaf::Json(v) => numeric(Some(v)),
-                };
-                match found {
-                    Ok(x) => self.state.out[i] = x,
-                    Err(found) => {
-                        let msg = format!("feature `{}` is not numeric ({found})", self.plan.feature_names[i]);
-                        if !literal {
-                            self.state.pending.push((i, msg));
-                            return Ok(());
-                        }
-                        self.state.error = Some(msg.clone());
-                        return Err(msg);
+            && (literal || !self.state.literal[i])
+        {
+            let found = match &value {
+                Leaf::Num(x) => Ok(*x),
+                Leaf::Bad(what) => Err(what.clone()),
+                Leaf::Json(v) => numeric(Some(v)),
+            };
+            match found {
+                Ok(x) => self.state.out[i] = x,
+                Err(found) => {
+                    let msg = format!("feature `{}` is not numeric ({found})", self.plan.feature_names[i]);
+                    if !literal {
+                        self.state.pending.push((i, msg));
+                        return Ok(());
                     }
+                    self.state.error = Some(msg.clone());
+                    return Err(msg);
                 }
-                self.state.literal[i] |= literal;
             }
-        if node.label && (literal || !self.state.label_literal)
-            && let Leaf::Json(v) = value {
-                self.state.label = Some(v);
-                self.state.label_literal |= literal;
-            }
+            self.state.literal[i] |= literal;
+        }
+        if node.label
+            && (literal || !self.state.label_literal)
+            && let Leaf::Json(v) = value
+        {
+            self.state.label = Some(v);
+            self.state.label_literal |= literal;
+        }
         Ok(())
     }
 }

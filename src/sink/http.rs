@@ -69,18 +69,43 @@ async fn metrics(State(core): State<Shared>) -> Response {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     };
     metric("sink_events_applied_total", "counter", "Events applied to the records.", s.counters.events_applied as f64);
-    metric("sink_duplicates_skipped_total", "counter", "Events skipped as already applied.", s.counters.duplicates_skipped as f64);
-    metric("sink_stale_skipped_total", "counter", "Events skipped as older than the record.", s.counters.stale_skipped as f64);
-    metric("sink_dead_lettered_total", "counter", "Messages sent to the dead-letter queue.", s.counters.dead_lettered as f64);
+    metric(
+        "sink_duplicates_skipped_total",
+        "counter",
+        "Events skipped as already applied.",
+        s.counters.duplicates_skipped as f64,
+    );
+    metric(
+        "sink_stale_skipped_total",
+        "counter",
+        "Events skipped as older than the record.",
+        s.counters.stale_skipped as f64,
+    );
+    metric(
+        "sink_dead_lettered_total",
+        "counter",
+        "Messages sent to the dead-letter queue.",
+        s.counters.dead_lettered as f64,
+    );
     metric("sink_model_trained_total", "counter", "Samples the model learned.", s.model.trained as f64);
     metric("sink_records", "gauge", "Live records held.", s.records as f64);
     if let Some(lag) = &s.lag_ms {
         metric("sink_lag_p50_ms", "gauge", "Median ms from commit to applied, last 10k events.", lag.p50 as f64);
-        metric("sink_lag_p99_ms", "gauge", "99th percentile ms from commit to applied, last 10k events.", lag.p99 as f64);
+        metric(
+            "sink_lag_p99_ms",
+            "gauge",
+            "99th percentile ms from commit to applied, last 10k events.",
+            lag.p99 as f64,
+        );
     }
     for (window, summary) in [("progressive", &s.model.progressive), ("rolling_1000", &s.model.rolling_1000)] {
         for (key, value) in summary_fields(summary) {
-            metric(&format!("sink_model_{window}_{key}"), "gauge", &format!("{window} {key} of the live model."), value);
+            metric(
+                &format!("sink_model_{window}_{key}"),
+                "gauge",
+                &format!("{window} {key} of the live model."),
+                value,
+            );
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -38,9 +38,7 @@ fn dedupe_window(prefetch: u16) -> usize {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
@@ -71,7 +69,8 @@ pub fn load_core(settings: &SinkSettings, file: &CheckpointFile) -> Result<SinkC
             Ok(core.restored(window))
         }
         None => {
-            let model = OnlineModel::new(settings.model, spec.features.len()).map_err(|e| SinkError::Model(e.to_string()))?;
+            let model =
+                OnlineModel::new(settings.model, spec.features.len()).map_err(|e| SinkError::Model(e.to_string()))?;
             Ok(SinkCore::new(spec, model, window))
         }
     }
@@ -162,7 +161,9 @@ impl Consumer {
             match self.session(shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Topology(_))) => return Err(e.into()),
-                Err(e) => tracing::warn!(error = %e, "RabbitMQ failed; reconnecting (unacknowledged messages come again and are deduplicated)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "RabbitMQ failed; reconnecting (unacknowledged messages come again and are deduplicated)")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return self.checkpoint().await.map(|_| ()),

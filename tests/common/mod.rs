@@ -45,9 +45,9 @@ fn free_port() -> u16 {
 }
 
 fn secantusd() -> PathBuf {
-    std::env::var_os("SECANTUSD").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py")
-    })
+    std::env::var_os("SECANTUSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/secantusd-py"))
 }
 
 /// A SecantusDB server of this test's own.
@@ -71,7 +71,8 @@ impl Secantus {
 
     /// Throw-away storage and extra server flags.
     pub async fn in_memory_with(extra: &[&str]) -> Self {
-        let mut s = Self { port: free_port(), child: None, dir: None, extra: extra.iter().map(|a| a.to_string()).collect() };
+        let mut s =
+            Self { port: free_port(), child: None, dir: None, extra: extra.iter().map(|a| a.to_string()).collect() };
         s.spawn().await;
         s
     }
@@ -317,7 +318,12 @@ pub async fn consume_until(
     let ch = conn.create_channel().await.unwrap();
     ch.basic_qos(1000, BasicQosOptions::default()).await.unwrap();
     let mut consumer = ch
-        .basic_consume(queue.into(), unique("test").as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            unique("test").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -420,7 +426,12 @@ pub async fn start_sink(env: &Env) -> Proc {
 }
 
 /// Wait until the sink's `/stats` satisfies `pred`; returns those stats.
-pub async fn wait_stats(env: &Env, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub async fn wait_stats(
+    env: &Env,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     let mut last = serde_json::Value::Null;
     loop {
@@ -441,11 +452,17 @@ pub async fn publish_raw(vhost: &str, queue: &str, bodies: &[Vec<u8>]) {
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
     for b in bodies {
-        ch.basic_publish("".into(), queue.into(), Default::default(), b, BasicProperties::default().with_delivery_mode(2))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            Default::default(),
+            b,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     let _ = conn.close(200, "done".into()).await;
 }
