@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BIN := target/release/mongo-cdc
 
-.PHONY: help build deps test chaos demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc
+.PHONY: help build deps test chaos demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,3 +44,7 @@ local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES a
 
 chaos: deps ## fault injection at full scale against real services; writes bench/RELIABILITY.md (restarts RabbitMQ)
 	cargo test --release --locked --test chaos -- --ignored --nocapture --test-threads=1 full_chaos_suite
+
+bench: deps ## measure the pipeline against real SecantusDB and RabbitMQ (3 runs, ~4 min after the build): bench/RESULTS.md, bench/results.json
+	cargo bench --locked --bench pipeline
+	@echo "bench results: bench/RESULTS.md (for people) and bench/results.json (every run's values)"
