@@ -43,7 +43,9 @@ fn default_state_db() -> String {
     "mongo_cdc".into()
 }
 fn default_confirm_window() -> usize {
-    512
+    // With 512 the bridge waited on confirms: bench runs drained a backlog ~25% faster with
+    // 4096. 2048 is the middle: fewer waits, at most 2048 republished after a crash.
+    2048
 }
 
 /// Where MongoDB is and what to watch.
