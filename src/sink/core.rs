@@ -26,6 +26,9 @@ pub struct Record {
     pub ts_ms: i64,
     /// Cluster time of the last event applied; older events are stale.
     pub cluster_time: ClusterTime,
+    /// Changed since the last checkpoint write.
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// What applying one message did.
@@ -134,6 +137,12 @@ pub struct SinkCore {
     model: OnlineModel,
     counters: Counters,
     last_event_id: Option<String>,
+    /// Sequence number of the last checkpoint write this state contains.
+    #[serde(default)]
+    seq: u64,
+    /// Fingerprints added to `recent` since the last checkpoint write.
+    #[serde(skip)]
+    fresh_ids: usize,
     #[serde(skip)]
     x: Vec<f64>,
     #[serde(skip)]
@@ -196,6 +205,8 @@ impl SinkCore {
             model,
             counters: Counters::default(),
             last_event_id: None,
+            seq: 0,
+            fresh_ids: 0,
             x: vec![0.0; n],
             lag: Lag::default(),
         }
@@ -269,6 +280,7 @@ impl SinkCore {
                 last_id: String::new(),
                 ts_ms: 0,
                 cluster_time: ev.source.cluster_time,
+                dirty: true,
             }),
         };
         let was_live = rec.doc.is_some();
@@ -280,6 +292,7 @@ impl SinkCore {
             (_, None) => {}
         }
         rec.version += 1;
+        rec.dirty = true;
         rec.last_id.clear();
         rec.last_id.push_str(&ev.id);
         rec.ts_ms = ev.ts_ms;
@@ -290,6 +303,7 @@ impl SinkCore {
             _ => {}
         }
         self.recent.insert(fp);
+        self.fresh_ids += 1;
         self.counters.events_applied += 1;
         match &mut self.last_event_id {
             Some(last) => {
@@ -304,6 +318,56 @@ impl SinkCore {
     fn poison(&mut self, reason: String) -> Outcome {
         self.counters.dead_lettered += 1;
         Outcome::Poison(reason)
+    }
+
+    /// Sequence number of the last checkpoint write this state contains.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Set by the checkpoint writer.
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// What changed since the last checkpoint write, as delta `seq`.
+    pub fn delta(&self, seq: u64) -> DeltaRef<'_> {
+        let records = self
+            .records
+            .iter()
+            .flat_map(|(c, m)| m.iter().filter(|(_, r)| r.dirty).map(move |(k, r)| (c.as_str(), k.as_str(), r)))
+            .collect();
+        let fresh = self.fresh_ids.min(self.recent.order.len());
+        DeltaRef {
+            seq,
+            records,
+            recent: self.recent.order.iter().skip(self.recent.order.len() - fresh).copied().collect(),
+            model: &self.model,
+            counters: &self.counters,
+            live_records: self.live_records,
+            last_event_id: &self.last_event_id,
+        }
+    }
+
+    /// Everything so far is in a checkpoint.
+    pub fn mark_saved(&mut self) {
+        self.records.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
+        self.fresh_ids = 0;
+    }
+
+    /// Replay a delta read back from disk.
+    pub fn apply_delta(&mut self, d: Delta) {
+        for (c, k, r) in d.records {
+            self.records.entry(c).or_default().insert(k, r);
+        }
+        for fp in d.recent {
+            self.recent.insert(fp);
+        }
+        self.model = d.model;
+        self.counters = d.counters;
+        self.live_records = d.live_records;
+        self.last_event_id = d.last_event_id;
+        self.seq = d.seq;
     }
 
     /// Note that an event with wall time `ts_ms` was applied at `now_ms`.
@@ -340,6 +404,30 @@ impl SinkCore {
             model: self.model.stats(),
         }
     }
+}
+
+/// What changed since the last checkpoint write (written by `sink::checkpoint`).
+#[derive(Serialize)]
+pub struct DeltaRef<'a> {
+    seq: u64,
+    records: Vec<(&'a str, &'a str, &'a Record)>,
+    recent: Vec<u128>,
+    model: &'a OnlineModel,
+    counters: &'a Counters,
+    live_records: u64,
+    last_event_id: &'a Option<String>,
+}
+
+/// A [`DeltaRef`] read back.
+#[derive(Deserialize)]
+pub struct Delta {
+    seq: u64,
+    records: Vec<(String, String, Record)>,
+    recent: Vec<u128>,
+    model: OnlineModel,
+    counters: Counters,
+    live_records: u64,
+    last_event_id: Option<String>,
 }
 
 /// The body of `/stats`.

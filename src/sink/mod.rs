@@ -4,9 +4,9 @@
 //! Exactly-once effect on top of at-least-once delivery: a message is acknowledged only after
 //! a checkpoint that contains its effect is on disk, and the checkpoint also holds the ids of
 //! recent events, so a redelivery (after a crash, a reconnect, or a bridge retry) is
-//! recognised and skipped. A checkpoint is written every `SINK_CHECKPOINT_EVERY` applied
-//! events, when the prefetch window is full (nothing more can arrive until we ack), after a
-//! short idle pause, and at shutdown.
+//! recognised and skipped. A checkpoint (a delta of what changed, see [`checkpoint`]) is
+//! written every `SINK_CHECKPOINT_EVERY` applied events, when the prefetch window is full
+//! (nothing more can arrive until we ack), after a short idle pause, and at shutdown.
 
 pub mod checkpoint;
 pub mod core;
@@ -43,7 +43,7 @@ fn now_ms() -> i64 {
 
 /// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
 /// features, label or task.
-pub fn load_core(settings: &SinkSettings, file: &CheckpointFile) -> Result<SinkCore, SinkError> {
+pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<SinkCore, SinkError> {
     let spec = Spec {
         features: settings.features.clone(),
         label: settings.label.clone(),
@@ -86,17 +86,20 @@ pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<
 pub struct Sink {
     settings: SinkSettings,
     topology: Topology,
-    file: CheckpointFile,
+    file: SharedFile,
     core: http::Shared,
 }
+
+/// The checkpoint files, shared with the blocking task that writes them.
+type SharedFile = Arc<Mutex<CheckpointFile>>;
 
 impl Sink {
     /// Load the checkpoint (or start fresh).
     pub fn open(settings: SinkSettings) -> Result<Self, SinkError> {
         let topology = Topology::new(&settings.rabbit.rabbitmq_queue_name);
-        let file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
-        let core = Arc::new(Mutex::new(load_core(&settings, &file)?));
-        Ok(Self { settings, topology, file, core })
+        let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
+        let core = Arc::new(Mutex::new(load_core(&settings, &mut file)?));
+        Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core })
     }
 
     /// The shared core (records, model, counters).
@@ -138,7 +141,7 @@ impl Sink {
 struct Consumer {
     settings: SinkSettings,
     topology: Topology,
-    file: CheckpointFile,
+    file: SharedFile,
     core: http::Shared,
     rabbit: Rabbit,
 }
@@ -246,10 +249,15 @@ impl Consumer {
     }
 
     async fn checkpoint(&self) -> Result<(), SinkError> {
-        let bytes = CheckpointFile::encode(&http::lock(&self.core));
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.write(&bytes))
-            .await
-            .map_err(|e| SinkError::Checkpoint(e.to_string()))?
+        let (file, core) = (self.file.clone(), self.core.clone());
+        // Written while holding the core: the consumer waits for it anyway, and streaming the
+        // state to disk needs no copy of it in memory.
+        tokio::task::spawn_blocking(move || {
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            file.save(&mut http::lock(&core))
+        })
+        .await
+        .map_err(|e| SinkError::Checkpoint(e.to_string()))?
     }
+
 }
