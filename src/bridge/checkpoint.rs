@@ -21,7 +21,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn save(&self, token: &ResumeToken) -> impl Future<Output = Result<(), MongoError>> + Send;
 }
 
-/// Checkpoints in `<CDC_STATE_DATABASE>.checkpoints`, one document per `CDC_NAME`.
+/// Checkpoints in `<CDC_STATE_DATABASE>.checkpoints`, one document per `CDC_NAME`. Cheap to
+/// clone (a collection handle on the shared client).
+#[derive(Clone)]
 pub struct MongoCheckpointStore {
     coll: Collection<Document>,
     name: String,

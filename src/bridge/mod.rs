@@ -76,7 +76,8 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         topology: Topology::new(&settings.rabbit.rabbitmq_queue_name),
         window: settings.cdc.cdc_confirm_window.max(1),
         confirmed: resume,
-        writer: CheckpointWriter::spawn(store),
+        writer: CheckpointWriter::spawn(store.clone()),
+        store,
         settings,
         mongo,
         rabbit,
@@ -102,6 +103,8 @@ struct Bridge {
     /// The newest token whose change, and every change before it, the broker confirmed.
     confirmed: Option<ResumeToken>,
     writer: CheckpointWriter,
+    /// For the one synchronous write: pinning the start on a first run.
+    store: MongoCheckpointStore,
 }
 
 /// How a session ended without error.
@@ -163,13 +166,7 @@ impl Bridge {
             // resumes instead of skipping what happened in between.
             let token = stream.resume_token();
             if let Some(t) = &token {
-                let store = MongoCheckpointStore::new(
-                    self.mongo.client().await.map_err(|e| Failure::Fatal(e.into()))?,
-                    &self.settings.cdc.cdc_state_database,
-                    &self.settings.cdc.cdc_name,
-                    &self.settings.mongo.mongo_database_name,
-                );
-                store.save(t).await.map_err(|e| match e {
+                self.store.save(t).await.map_err(|e| match e {
                     MongoError::Driver(d) => Failure::Mongo(d),
                     e => Failure::Fatal(e.into()),
                 })?;

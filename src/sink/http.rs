@@ -30,7 +30,6 @@ pub fn router(core: Shared) -> Router {
 
 /// Lock the core (recovering from a poisoned lock: the data is still the best we have).
 pub fn lock(core: &Shared) -> std::sync::MutexGuard<'_, SinkCore> {
-    // A panic while holding the lock would be a bug; the data is still the best we have.
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
