@@ -40,27 +40,27 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks / ticks_per_second())
 }
 
-/// The first process whose command line contains every one of `needles`.
-pub fn find_pid(needles: &[&str]) -> Option<u32> {
+/// The first process (lowest pid) whose command line satisfies `matches`.
+fn find_process(matches: impl Fn(&[String]) -> bool) -> Option<u32> {
     let mut pids: Vec<u32> =
         std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     pids.sort_unstable();
     pids.into_iter().find(|pid| {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        needles.iter().all(|n| args.iter().any(|a| a.contains(n)))
+        matches(&args)
     })
+}
+
+/// The first process whose command line contains every one of `needles`.
+pub fn find_pid(needles: &[&str]) -> Option<u32> {
+    find_process(|args| needles.iter().all(|n| args.iter().any(|a| a.contains(n))))
 }
 
 /// The SecantusDB server listening on `port`.
 pub fn secantus_pid(port: u16) -> Option<u32> {
     let port = port.to_string();
-    let mut pids: Vec<u32> =
-        std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
-    pids.sort_unstable();
-    pids.into_iter().find(|pid| {
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    find_process(|args| {
         args.iter().any(|a| a.contains("secantusd")) && args.windows(2).any(|w| w[0] == "--port" && w[1] == port)
     })
 }
