@@ -75,7 +75,10 @@ impl CheckpointFile {
                 continue;
             }
             if seq != core.seq() + 1 {
-                return Err(self.error(&path, format!("expected delta {} next; move the state away to start over", core.seq() + 1)));
+                return Err(self.error(
+                    &path,
+                    format!("expected delta {} next; move the state away to start over", core.seq() + 1),
+                ));
             }
             let bytes = fs::read(&path).map_err(|e| self.error(&path, format!("cannot read it: {e}")))?;
             self.delta_bytes += bytes.len() as u64;
@@ -113,7 +116,8 @@ impl CheckpointFile {
         } else {
             let path = self.dir.join(format!("{}{seq:020}.json", self.prefix));
             let delta = core.delta(seq);
-            let n = self.write_atomically(&path, |w| serde_json::to_writer(w, &File { format: FORMAT, core: &delta }))?;
+            let n =
+                self.write_atomically(&path, |w| serde_json::to_writer(w, &File { format: FORMAT, core: &delta }))?;
             self.delta_bytes += n;
             core.set_seq(seq);
         }
@@ -144,7 +148,8 @@ impl CheckpointFile {
 
     /// Delta files, by sequence number.
     fn deltas(&self) -> Result<Vec<(u64, PathBuf)>, SinkError> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| SinkError::StateDir(format!("{}: {e}", self.dir.display())))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| SinkError::StateDir(format!("{}: {e}", self.dir.display())))?;
         let mut out: Vec<(u64, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -193,8 +198,13 @@ mod tests {
     }
 
     fn snapshot(c: &SinkCore) -> String {
-        serde_json::to_string(&(c.stats().counters, c.stats().records, c.stats().model.trained, c.record("c", "k3").map(|r| r.version)))
-            .unwrap()
+        serde_json::to_string(&(
+            c.stats().counters,
+            c.stats().records,
+            c.stats().model.trained,
+            c.record("c", "k3").map(|r| r.version),
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -259,5 +259,4 @@ impl Consumer {
         .await
         .map_err(|e| SinkError::Checkpoint(e.to_string()))?
     }
-
 }

@@ -4,7 +4,9 @@
 //! it becomes.
 
 use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp, doc, oid::ObjectId};
+use mongodb::bson::{
+    Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex, Timestamp, doc, oid::ObjectId,
+};
 use serde_json::{Value, json};
 
 /// The sink's features and label for the poison scenario.
@@ -23,9 +25,14 @@ pub fn event(id: &str, key: &str, t: u32, after: Value) -> Value {
 
 /// Good message `i`: a labelled insert of key `g<i>`.
 pub fn good(i: u32) -> Vec<u8> {
-    event(&format!("good-{i}"), &format!("g{i}"), 1000 + i, json!({"_id": format!("g{i}"), "x": i, "nested": {"y": 1}, "label": i.is_multiple_of(2)}))
-        .to_string()
-        .into_bytes()
+    event(
+        &format!("good-{i}"),
+        &format!("g{i}"),
+        1000 + i,
+        json!({"_id": format!("g{i}"), "x": i, "nested": {"y": 1}, "label": i.is_multiple_of(2)}),
+    )
+    .to_string()
+    .into_bytes()
 }
 
 /// One poison message per kind; `copy` makes ids (and so bodies) differ between copies.
@@ -58,7 +65,11 @@ pub fn poison(copy: usize) -> Vec<(&'static str, Vec<u8>)> {
     let trailing = text("trailing-garbage") + "}}garbage";
     // Inside `after`, where it is part of the document (an unknown top-level field, however
     // deep, is ignored by the contract and rightly applied).
-    let deep = text("after-nested-10000-levels").replacen("\"after\":{", &format!("\"after\":{{\"deep\":{}{},", "[".repeat(10_000), "]".repeat(10_000)), 1);
+    let deep = text("after-nested-10000-levels").replacen(
+        "\"after\":{",
+        &format!("\"after\":{{\"deep\":{}{},", "[".repeat(10_000), "]".repeat(10_000)),
+        1,
+    );
     let duplicate = text("duplicate-field").replacen('{', "{\"id\":\"dup\",", 1);
     let mut huge = b"{\"not\": \"the contract\", \"junk\": \"".to_vec();
     huge.extend(std::iter::repeat_n(b'z', 2 << 20));
@@ -170,7 +181,8 @@ pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
         out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
@@ -182,7 +194,9 @@ pub fn base64(bytes: &[u8]) -> String {
 /// Every BSON type, its edge values, nesting to 100 levels, and keys with dots and dollars.
 pub fn zoo() -> Vec<Specimen> {
     let oid = ObjectId::parse_str("6b01dfc17594185f823048ac").unwrap();
-    let dbpointer = Bson::try_from(json!({"$dbPointer": {"$ref": "db.coll", "$id": {"$oid": "6b01dfc17594185f823048ac"}}})).unwrap();
+    let dbpointer =
+        Bson::try_from(json!({"$dbPointer": {"$ref": "db.coll", "$id": {"$oid": "6b01dfc17594185f823048ac"}}}))
+            .unwrap();
     let dec = |s: &str| Bson::Decimal128(s.parse::<Decimal128>().unwrap());
     let (deep_doc, deep_doc_json) = nested_doc(100);
     let (deep_arr, deep_arr_json) = nested_array(100);
@@ -269,15 +283,27 @@ pub fn zoo() -> Vec<Specimen> {
             doc! {"v": dbpointer},
             json!({"v": {"$dbPointer": {"$ref": "db.coll", "$id": {"$oid": "6b01dfc17594185f823048ac"}}}}),
         ),
-        specimen("javascript", doc! {"v": Bson::JavaScriptCode("function () { return 1; }".into())}, json!({"v": {"$code": "function () { return 1; }"}})),
+        specimen(
+            "javascript",
+            doc! {"v": Bson::JavaScriptCode("function () { return 1; }".into())},
+            json!({"v": {"$code": "function () { return 1; }"}}),
+        ),
         specimen("symbol", doc! {"v": Bson::Symbol("sym".into())}, json!({"v": {"$symbol": "sym"}})),
         specimen(
             "javascript-with-scope",
             doc! {"v": Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope { code: "function () { return n; }".into(), scope: doc! {"n": 1} })},
             json!({"v": {"$code": "function () { return n; }", "$scope": {"n": 1}}}),
         ),
-        specimen("int32", doc! {"v": 42_i32, "min": i32::MIN, "max": i32::MAX}, json!({"v": 42, "min": i32::MIN, "max": i32::MAX})),
-        specimen("timestamp", doc! {"v": Timestamp { time: 1, increment: 2 }}, json!({"v": {"$timestamp": {"t": 1, "i": 2}}})),
+        specimen(
+            "int32",
+            doc! {"v": 42_i32, "min": i32::MIN, "max": i32::MAX},
+            json!({"v": 42, "min": i32::MIN, "max": i32::MAX}),
+        ),
+        specimen(
+            "timestamp",
+            doc! {"v": Timestamp { time: 1, increment: 2 }},
+            json!({"v": {"$timestamp": {"t": 1, "i": 2}}}),
+        ),
         specimen(
             "int64",
             doc! {"v": 9_007_199_254_740_993_i64, "min": i64::MIN, "max": i64::MAX},
@@ -298,7 +324,11 @@ pub fn zoo() -> Vec<Specimen> {
             json!({"a.b": 1, "$x": 2, "x$": 3, "a..b": 4, ".": 5, "$": 6, "nested": {"$y": {"c.d": [{"$z.w": 1}]}}}),
         ),
         specimen("key-empty", doc! {"": 1}, json!({"": 1})),
-        specimen("key-unicode-and-long", doc! {"ключ-🔑": 1, "k".repeat(10_000): 2}, json!({"ключ-🔑": 1, "k".repeat(10_000): 2})),
+        specimen(
+            "key-unicode-and-long",
+            doc! {"ключ-🔑": 1, "k".repeat(10_000): 2},
+            json!({"ключ-🔑": 1, "k".repeat(10_000): 2}),
+        ),
     ];
     // `_id`s that are not strings, and their `key`s.
     for (name, id, key, id_json) in [
@@ -306,7 +336,12 @@ pub fn zoo() -> Vec<Specimen> {
         ("id-objectid", Bson::ObjectId(oid), "6b01dfc17594185f823048ac", json!("6b01dfc17594185f823048ac")),
         ("id-document", Bson::Document(doc! {"a": 1, "b": "x"}), r#"{"a":1,"b":"x"}"#, json!({"a": 1, "b": "x"})),
     ] {
-        all.push(Specimen { name, doc: doc! {"_id": id, "what": name}, key: key.into(), after: json!({"_id": id_json, "what": name}) });
+        all.push(Specimen {
+            name,
+            doc: doc! {"_id": id, "what": name},
+            key: key.into(),
+            after: json!({"_id": id_json, "what": name}),
+        });
     }
     all
 }
@@ -317,7 +352,12 @@ pub fn big(name: &'static str, mb: f64) -> Specimen {
     let s: String = (0..total * 2 / 3).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     let bytes: Vec<u8> = (0..total / 3).map(|i| (i * 7 % 251) as u8).collect();
     let after = json!({"_id": name, "s": s, "bin": bin_json(&base64(&bytes), "00")});
-    Specimen { name, doc: doc! {"_id": name, "s": s, "bin": bin(BinarySubtype::Generic, &bytes)}, key: name.into(), after }
+    Specimen {
+        name,
+        doc: doc! {"_id": name, "s": s, "bin": bin(BinarySubtype::Generic, &bytes)},
+        key: name.into(),
+        after,
+    }
 }
 
 /// The README's BSON -> JSON table, written again here as the test's own oracle, for values

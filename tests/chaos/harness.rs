@@ -152,7 +152,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(client: Client, db: &str, coll: &str, range: std::ops::Range<u64>, batch: u64, pause: Duration) -> Self {
+    pub fn spawn(
+        client: Client,
+        db: &str,
+        coll: &str,
+        range: std::ops::Range<u64>,
+        batch: u64,
+        pause: Duration,
+    ) -> Self {
         let progress = Arc::new(AtomicU64::new(0));
         let retries = Arc::new(AtomicU64::new(0));
         let coll = client.database(db).collection::<Document>(coll);
@@ -173,7 +180,9 @@ impl Writer {
                     }
                     r.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let Ok(mut cur) = coll.find(doc! {"_id": {"$in": &ids}}).projection(doc! {"_id": 1}).await else { continue };
+                    let Ok(mut cur) = coll.find(doc! {"_id": {"$in": &ids}}).projection(doc! {"_id": 1}).await else {
+                        continue;
+                    };
                     let mut landed = HashSet::new();
                     while let Some(Ok(d)) = cur.next().await {
                         if let Some(Bson::Int64(i)) = d.get("_id") {
@@ -251,7 +260,8 @@ where
 
 /// Messages in `queue` settled: at least `target` and quiet for 3 s, or stuck for `stall`.
 pub async fn settle_queue(vhost: &str, queue: &str, target: u64, stall: Duration, limit: Duration) -> u64 {
-    settle(target, Duration::from_secs(3), stall, limit, || async move { queue_len(vhost, queue).await.map(u64::from) }).await
+    settle(target, Duration::from_secs(3), stall, limit, || async move { queue_len(vhost, queue).await.map(u64::from) })
+        .await
 }
 
 /// Poll the sink's `/stats` until `done(stats)` and quiet for 2 s, or nothing moves for
@@ -332,11 +342,15 @@ pub async fn drain(vhost: &str, queue: &str, limit: Duration, keep: bool) -> (Ta
     let mut tally = Tally::default();
     let mut bodies = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
-    let Ok(conn) = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await else { return (tally, bodies) };
+    let Ok(conn) = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await else {
+        return (tally, bodies);
+    };
     let Ok(ch) = conn.create_channel().await else { return (tally, bodies) };
     let _ = ch.basic_qos(2000, BasicQosOptions::default()).await;
     let opts = BasicConsumeOptions { no_ack: true, ..Default::default() };
-    let Ok(mut consumer) = ch.basic_consume(queue.into(), unique("drain").as_str().into(), opts, FieldTable::default()).await else {
+    let Ok(mut consumer) =
+        ch.basic_consume(queue.into(), unique("drain").as_str().into(), opts, FieldTable::default()).await
+    else {
         return (tally, bodies);
     };
     loop {
@@ -457,7 +471,11 @@ pub fn strip_ansi(s: &str) -> String {
 pub fn report(rows: &[Row], seed: u64, total_secs: f64) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "?".into());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -475,7 +493,10 @@ pub fn report(rows: &[Row], seed: u64, total_secs: f64) -> String {
         })
         .map_or("?".to_string(), |n| n.trim_end_matches(".dist-info").replace(['_', '-'], " "));
     let mut commit = sh("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]);
-    let dirty = sh("git", &["-C", env!("CARGO_MANIFEST_DIR"), "diff", "--name-only", "HEAD", "--", "src", "Cargo.toml", "Cargo.lock"]);
+    let dirty = sh(
+        "git",
+        &["-C", env!("CARGO_MANIFEST_DIR"), "diff", "--name-only", "HEAD", "--", "src", "Cargo.toml", "Cargo.lock"],
+    );
     if dirty != "?" {
         commit = format!("{commit} plus uncommitted changes to {}", dirty.lines().collect::<Vec<_>>().join(", "));
     }
@@ -483,11 +504,17 @@ pub fn report(rows: &[Row], seed: u64, total_secs: f64) -> String {
 
     let mut md = String::new();
     md.push_str("# Reliability: `make chaos`\n\n");
-    md.push_str("Fault injection against real services: the release build of `mongo-cdc`, SecantusDB (on disk where it\n");
-    md.push_str("restarts) and the machine's RabbitMQ. Written by `make chaos` (`tests/chaos.rs`, `full_chaos_suite`);\n");
+    md.push_str(
+        "Fault injection against real services: the release build of `mongo-cdc`, SecantusDB (on disk where it\n",
+    );
+    md.push_str(
+        "restarts) and the machine's RabbitMQ. Written by `make chaos` (`tests/chaos.rs`, `full_chaos_suite`);\n",
+    );
     md.push_str("every figure below is measured, none is set by hand. The target of every row is **0 lost**, and\n");
     md.push_str("for the sink rows `trained` equal to the distinct labelled events (training exactly once).\n");
-    md.push_str("A fast subset (scenarios 1, 4 and 6 at a small scale) runs in `make test`. `CHAOS_SEED=<n> make chaos`\n");
+    md.push_str(
+        "A fast subset (scenarios 1, 4 and 6 at a small scale) runs in `make test`. `CHAOS_SEED=<n> make chaos`\n",
+    );
     md.push_str("repeats the kill moments of a run; `CHAOS_ONLY=2,5 make chaos` runs some scenarios (and writes no report).\n\n");
     md.push_str(&format!(
         "- date: {}\n- machine: {} cores ({cpu}), {mem_gib} GiB, {}\n- versions: mongo-cdc {} (commit {commit}), {}, RabbitMQ {rabbit}, {secantus}\n- seed: `CHAOS_SEED={seed}` (kill moments are drawn from it)\n- total time: {:.0} s\n- result: **{}**\n\n",
@@ -499,17 +526,27 @@ pub fn report(rows: &[Row], seed: u64, total_secs: f64) -> String {
         total_secs,
         if all { "every row meets its target" } else { "some rows fall short (see FAIL below)" },
     ));
-    md.push_str("| # | scenario | written | delivered | lost | duplicated | trained | distinct labelled | time | result |\n");
+    md.push_str(
+        "| # | scenario | written | delivered | lost | duplicated | trained | distinct labelled | time | result |\n",
+    );
     md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in rows.iter().enumerate() {
         md.push_str(&r.markdown(i + 1));
         md.push('\n');
     }
     md.push_str("\n**Columns.** Bridge rows (1–3, 7) consume the queue: *delivered* is the number of distinct keys\n");
-    md.push_str("`0..written` that arrived, *lost* = written − delivered, *duplicated* = messages − distinct event ids\n");
-    md.push_str("(at-least-once: the bridge republishes at most one confirm window after a crash). Sink rows (4–6) let the\n");
-    md.push_str("sink consume: *delivered* is `events_applied` in its checkpointed `/stats` (read after a clean stop with\n");
-    md.push_str("the queue empty, then a restart), *duplicated* is `duplicates_skipped` (redeliveries recognised and not\n");
+    md.push_str(
+        "`0..written` that arrived, *lost* = written − delivered, *duplicated* = messages − distinct event ids\n",
+    );
+    md.push_str(
+        "(at-least-once: the bridge republishes at most one confirm window after a crash). Sink rows (4–6) let the\n",
+    );
+    md.push_str(
+        "sink consume: *delivered* is `events_applied` in its checkpointed `/stats` (read after a clean stop with\n",
+    );
+    md.push_str(
+        "the queue empty, then a restart), *duplicated* is `duplicates_skipped` (redeliveries recognised and not\n",
+    );
     md.push_str("applied again), and *trained* is `model.trained`. Every tenth document written has no label, so\n");
     md.push_str("*distinct labelled* is below *written*.\n\n## Notes per row\n");
     for (i, r) in rows.iter().enumerate() {
