@@ -1,19 +1,12 @@
-//! The wire contract: one [`ChangeEvent`] per change, as UTF-8 JSON, and the BSON -> JSON
-//! mapping (ids become strings; nothing else loses information).
-//!
-//! | BSON                    | JSON                                             |
-//! |-------------------------|--------------------------------------------------|
-//! | ObjectId                | 24-char hex string                               |
-//! | Date                    | ISO-8601 UTC string, millisecond precision       |
-//! | Decimal128              | string (`"1.50"`)                                |
-//! | Int32, Int64            | number, exact                                    |
-//! | Double                  | number (NaN/±Infinity: `{"$numberDouble": ..}`)  |
-//! | anything else           | relaxed Extended JSON (`$binary`, `$regularExpression`, `$timestamp`, ...) |
+//! The wire contract, whole: the JSON body of a change ([`ChangeEvent`]) and of a snapshot
+//! control message ([`ControlEvent`]), the AMQP envelope every message travels in
+//! ([`Envelope`]), and its routing key. How MongoDB's BSON becomes this JSON lives in
+//! `bridge::encode`; the README has the field-by-field table.
 
 use std::borrow::Cow;
 
-use mongodb::bson::{Bson, Document};
-use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -30,13 +23,13 @@ pub enum Op {
     /// Delete.
     #[serde(rename = "d")]
     Delete,
-    /// A row of an initial snapshot (resync).
+    /// A row of a snapshot: the document as it was read.
     #[serde(rename = "r")]
     Read,
 }
 
 impl Op {
-    /// The one-letter code used on the wire and as the AMQP `type`.
+    /// The one-letter code used on the wire, as the AMQP `type` and in the routing key.
     pub fn code(self) -> &'static str {
         match self {
             Op::Create => "c",
@@ -47,6 +40,21 @@ impl Op {
     }
 }
 
+/// `source.snapshot`, as Debezium writes it: whether a message comes from a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotMark {
+    /// A row of a snapshot, or one of its control messages.
+    #[serde(rename = "true")]
+    True,
+    /// The final row of a snapshot.
+    #[serde(rename = "last")]
+    Last,
+    /// A streamed change.
+    #[default]
+    #[serde(rename = "false")]
+    False,
+}
+
 /// Where a change happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
@@ -54,12 +62,16 @@ pub struct Source {
     pub db: String,
     /// Collection name.
     pub collection: String,
-    /// The oplog time of the change; orders changes to one document.
+    /// The oplog time of the change, or of the read for a snapshot row; orders the messages
+    /// of one document.
     pub cluster_time: ClusterTime,
+    /// Whether the message comes from a snapshot (older messages lack it: `"false"`).
+    #[serde(default)]
+    pub snapshot: SnapshotMark,
 }
 
 /// A MongoDB timestamp: seconds and an increment within that second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClusterTime {
     /// Seconds since the epoch.
     pub t: u32,
@@ -70,7 +82,9 @@ pub struct ClusterTime {
 /// One change, as published. See the README for the field-by-field contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
-    /// The change's resume token `_data`; unique, consumers dedupe on it.
+    /// Unique per change, stable when the change is published again; consumers dedupe on it.
+    /// The resume token `_data` for streamed changes; `r:<snapshot id>:<collection>:<key>`
+    /// for snapshot rows.
     pub id: String,
     /// What happened.
     pub op: Op,
@@ -86,8 +100,127 @@ pub struct ChangeEvent {
     pub removed_fields: Option<Vec<String>>,
     /// Where and when.
     pub source: Source,
-    /// Event wall time, ms since the epoch.
+    /// Event wall time (for a snapshot row, when it was read), ms since the epoch.
     pub ts_ms: i64,
+}
+
+impl ChangeEvent {
+    /// The UTF-8 JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain maps and strings cannot fail.
+        serde_json::to_vec(self).expect("ChangeEvent serialises")
+    }
+}
+
+/// The `op` (and AMQP `type`) of a snapshot control message.
+pub const CONTROL_OP: &str = "snapshot";
+
+/// Which end of a collection's snapshot a control message marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Rows of the collection follow.
+    Start,
+    /// Every row of the collection has been sent.
+    End,
+}
+
+/// What a control message says about the snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The snapshot's id, the same in every message of one snapshot.
+    pub id: String,
+    /// `start` or `end` of this collection's snapshot.
+    pub phase: Phase,
+    /// The position from which the collection's snapshot is complete: every document that
+    /// existed then arrives as a row, or its later changes arrive. At `end`, a consumer may
+    /// drop every record of the collection it last changed at or before this time.
+    pub since: ClusterTime,
+    /// Rows sent for the collection (`end` only; a crash can make it count a row twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// A snapshot control message: one brackets each collection of a snapshot (`start` before
+/// its rows, `end` after them), so consumers can reconcile deletes that produced no event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlEvent {
+    /// `s:<snapshot id>:<collection>:<phase>`; unique and stable, like a change's id.
+    pub id: String,
+    /// Always [`CONTROL_OP`].
+    pub op: String,
+    /// The snapshot and the phase.
+    pub snapshot: SnapshotInfo,
+    /// The collection, and the stream position when the message was sent.
+    pub source: Source,
+    /// Wall time when the message was sent, ms since the epoch.
+    pub ts_ms: i64,
+}
+
+impl ControlEvent {
+    /// The UTF-8 JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("ControlEvent serialises")
+    }
+}
+
+/// What a message carries besides its body: AMQP properties, headers and routing key.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// `message_id`: the message's `id`.
+    pub id: String,
+    /// `type`: the op code, or [`CONTROL_OP`].
+    pub kind: &'static str,
+    /// Header `db`.
+    pub db: String,
+    /// Header `collection`.
+    pub collection: String,
+    /// Event time, ms since the epoch (the AMQP `timestamp` is in seconds).
+    pub ts_ms: i64,
+}
+
+impl Envelope {
+    /// The envelope of a change.
+    pub fn of(ev: &ChangeEvent) -> Self {
+        Self {
+            id: ev.id.clone(),
+            kind: ev.op.code(),
+            db: ev.source.db.clone(),
+            collection: ev.source.collection.clone(),
+            ts_ms: ev.ts_ms,
+        }
+    }
+
+    /// The envelope of a control message.
+    pub fn of_control(ev: &ControlEvent) -> Self {
+        Self {
+            id: ev.id.clone(),
+            kind: CONTROL_OP,
+            db: ev.source.db.clone(),
+            collection: ev.source.collection.clone(),
+            ts_ms: ev.ts_ms,
+        }
+    }
+
+    /// The routing key on a topic exchange: `<db>.<collection>.<op>` (`op` is `c`, `u`, `d`,
+    /// `r` or `snapshot`).
+    pub fn topic_key(&self) -> String {
+        format!("{}.{}.{}", self.db, self.collection, self.kind)
+    }
+
+    /// Persistent, JSON, with the id, type, timestamp and the `db`/`collection` headers.
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert("db".into(), AMQPValue::LongString(self.db.as_str().into()));
+        headers.insert("collection".into(), AMQPValue::LongString(self.collection.as_str().into()));
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(self.id.as_str().into())
+            .with_type(self.kind.into())
+            .with_timestamp(u64::try_from(self.ts_ms / 1000).unwrap_or_default())
+            .with_headers(headers)
+    }
 }
 
 /// A borrowed view of a [`ChangeEvent`] (same fields, same wire form) for consumers that read
@@ -152,7 +285,7 @@ fn json_depth(json: &str) -> usize {
     max
 }
 
-/// Borrowed [`Source`].
+/// Borrowed [`Source`] (without `snapshot`, which consumers of the view do not need).
 #[derive(Debug, Deserialize)]
 pub struct SourceRef<'a> {
     /// Database name.
@@ -196,186 +329,43 @@ impl ChangeEventRef<'_> {
     }
 }
 
-/// Why a raw change could not become a [`ChangeEvent`].
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    /// A field the contract needs was absent.
-    #[error("change event has no {0}")]
-    Missing(&'static str),
-}
-
-impl ChangeEvent {
-    /// Build the wire event from a change stream event. `Ok(None)` for operation types we do
-    /// not publish (drop, rename, invalidate, ...).
-    pub fn from_change(ev: &ChangeStreamEvent<Document>) -> Result<Option<Self>, EventError> {
-        let op = match ev.operation_type {
-            OperationType::Insert => Op::Create,
-            OperationType::Update | OperationType::Replace => Op::Update,
-            OperationType::Delete => Op::Delete,
-            _ => return Ok(None),
-        };
-        let ns = ev.ns.as_ref().ok_or(EventError::Missing("ns"))?;
-        let collection = ns.coll.clone().ok_or(EventError::Missing("ns.coll"))?;
-        let id_value =
-            ev.document_key.as_ref().and_then(|k| k.get("_id")).ok_or(EventError::Missing("documentKey._id"))?;
-        let ct = ev.cluster_time.ok_or(EventError::Missing("clusterTime"))?;
-        let ts_ms = ev.wall_time.map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
-        let (updated_fields, removed_fields) = match &ev.update_description {
-            Some(u) => (Some(doc_to_json(&u.updated_fields)), Some(u.removed_fields.clone())),
-            None => (None, None),
-        };
-        Ok(Some(ChangeEvent {
-            id: token_data(&ev.id),
-            op,
-            key: key_string(id_value),
-            before: ev.full_document_before_change.as_ref().map(doc_to_json),
-            after: if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) },
-            updated_fields,
-            removed_fields,
-            source: Source { db: ns.db.clone(), collection, cluster_time: ClusterTime { t: ct.time, i: ct.increment } },
-            ts_ms,
-        }))
+/// Whether a body is a control message: its `op` is [`CONTROL_OP`]. Cheap: only the top
+/// level is read, nothing is built.
+pub fn is_control(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct OpOnly<'a> {
+        #[serde(borrow)]
+        op: Option<Cow<'a, str>>,
     }
-
-    /// The UTF-8 JSON body.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain maps and strings cannot fail.
-        serde_json::to_vec(self).expect("ChangeEvent serialises")
-    }
-}
-
-/// The `_data` string of a resume token (falls back to its extended JSON).
-pub fn token_data(token: &ResumeToken) -> String {
-    match mongodb::bson::to_bson(token) {
-        Ok(Bson::Document(d)) => match d.get("_data") {
-            Some(Bson::String(s)) => s.clone(),
-            _ => Bson::Document(d).into_relaxed_extjson().to_string(),
-        },
-        Ok(other) => other.into_relaxed_extjson().to_string(),
-        Err(_) => String::new(),
-    }
-}
-
-/// The cluster time a resume token points at, if its format is known: MongoDB's `_data` is
-/// a hex KeyString whose first byte is 0x82 followed by the big-endian timestamp; SecantusDB's
-/// is hex BSON with a `t` timestamp. Decoded by hand because no crate reads either format.
-pub fn token_cluster_time(token: &ResumeToken) -> Option<ClusterTime> {
-    let data = token_data(token);
-    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
-    if data.len() >= 18 && data[..2].eq_ignore_ascii_case("82") {
-        return Some(ClusterTime { t: hex(&data[2..10])?, i: hex(&data[10..18])? });
-    }
-    let bytes: Vec<u8> =
-        (0..data.len() / 2).map(|k| u8::from_str_radix(data.get(2 * k..2 * k + 2)?, 16).ok()).collect::<Option<_>>()?;
-    match Document::from_reader(bytes.as_slice()).ok()?.get("t")? {
-        Bson::Timestamp(ts) => Some(ClusterTime { t: ts.time, i: ts.increment }),
-        _ => None,
-    }
-}
-
-/// The document `_id` as a string: ObjectId as hex, strings as they are, numbers in decimal,
-/// anything else as compact JSON of its mapped form.
-pub fn key_string(id: &Bson) -> String {
-    match id {
-        Bson::ObjectId(oid) => oid.to_hex(),
-        Bson::String(s) => s.clone(),
-        Bson::Int32(n) => n.to_string(),
-        Bson::Int64(n) => n.to_string(),
-        other => bson_to_json(other).to_string(),
-    }
-}
-
-/// Map a BSON document to a JSON object (see the module table).
-pub fn doc_to_json(doc: &Document) -> Map<String, Value> {
-    doc.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()
-}
-
-/// RFC 3339 with exactly three fraction digits (`...:05.100Z`, not `...:05.1Z`), so every
-/// date has the same width and sorts as text.
-fn millis_precision(rfc3339: &str) -> String {
-    let Some(body) = rfc3339.strip_suffix('Z') else { return rfc3339.to_string() };
-    let (secs, frac) = match body.rsplit_once('.') {
-        Some((secs, frac)) if !secs.contains('.') => (secs, frac),
-        _ => (body, ""),
-    };
-    format!("{secs}.{:0<3.3}Z", frac)
-}
-
-/// Map one BSON value to JSON (see the module table).
-pub fn bson_to_json(value: &Bson) -> Value {
-    match value {
-        Bson::Document(d) => Value::Object(doc_to_json(d)),
-        Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
-        Bson::ObjectId(oid) => Value::String(oid.to_hex()),
-        Bson::DateTime(dt) => match dt.try_to_rfc3339_string() {
-            Ok(s) => Value::String(millis_precision(&s)),
-            // Outside years 0..=9999 RFC 3339 has no form; keep the exact millis.
-            Err(_) => value.clone().into_relaxed_extjson(),
-        },
-        Bson::Decimal128(d) => Value::String(d.to_string()),
-        Bson::Int32(n) => Value::from(*n),
-        Bson::Int64(n) => Value::from(*n),
-        Bson::String(s) => Value::String(s.clone()),
-        Bson::Boolean(b) => Value::Bool(*b),
-        Bson::Null => Value::Null,
-        other => other.clone().into_relaxed_extjson(),
-    }
+    serde_json::from_slice::<OpOnly<'_>>(body).is_ok_and(|o| o.op.as_deref() == Some(CONTROL_OP))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, oid::ObjectId};
 
-    #[test]
-    fn ids_become_strings_and_types_keep_information() {
-        let oid = ObjectId::parse_str("6b01dfc17594185f823048ac").unwrap();
-        let d = doc! {
-            "_id": oid,
-            "when": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
-            "big": 9_007_199_254_740_993_i64,
-            "nested": { "ref": oid, "list": [1, [2, { "x": oid }]] },
-            "a.b": 1, "$x": "y",
-        };
-        let j = Value::Object(doc_to_json(&d));
-        assert_eq!(
-            j,
-            serde_json::json!({
-                "_id": "6b01dfc17594185f823048ac",
-                "when": "2023-11-14T22:13:20.123Z",
-                "big": 9_007_199_254_740_993_i64,
-                "nested": { "ref": "6b01dfc17594185f823048ac", "list": [1, [2, { "x": "6b01dfc17594185f823048ac" }]] },
-                "a.b": 1, "$x": "y",
-            })
-        );
-        assert!(j.to_string().contains("9007199254740993"));
-    }
-
-    #[test]
-    fn token_times() {
-        let mongo: ResumeToken =
-            mongodb::bson::from_document(doc! {"_data": "8263A1B2C3000000042B022C0100296E5A1004"}).unwrap();
-        assert_eq!(token_cluster_time(&mongo), Some(ClusterTime { t: 0x63A1B2C3, i: 4 }));
-        let secantus: ResumeToken = mongodb::bson::from_document(doc! {"_data": "3e0000001073000800000011740005000000c4df016b026e00180000007363726162626c652e24636d642e61676772656761746500036b00050000000000"}).unwrap();
-        assert_eq!(token_cluster_time(&secantus), Some(ClusterTime { t: 0x6b01dfc4, i: 5 }));
-        let other: ResumeToken = mongodb::bson::from_document(doc! {"_data": "zz"}).unwrap();
-        assert_eq!(token_cluster_time(&other), None);
-    }
-
-    #[test]
-    fn borrowed_view_reads_what_the_owned_event_writes() {
-        let ev = ChangeEvent {
+    fn change() -> ChangeEvent {
+        ChangeEvent {
             id: "t\"1".into(),
             op: Op::Update,
             key: "k".into(),
             before: None,
-            after: Some(doc_to_json(&doc! {"a": 1})),
-            updated_fields: Some(doc_to_json(&doc! {"a": 1})),
+            after: Some(serde_json::from_str(r#"{"a":1}"#).unwrap()),
+            updated_fields: Some(serde_json::from_str(r#"{"a":1}"#).unwrap()),
             removed_fields: Some(vec!["b".into()]),
-            source: Source { db: "d".into(), collection: "c".into(), cluster_time: ClusterTime { t: 5, i: 6 } },
+            source: Source {
+                db: "d".into(),
+                collection: "c".into(),
+                cluster_time: ClusterTime { t: 5, i: 6 },
+                snapshot: SnapshotMark::False,
+            },
             ts_ms: 7,
-        };
-        let body = ev.to_json();
+        }
+    }
+
+    #[test]
+    fn borrowed_view_reads_what_the_owned_event_writes() {
+        let body = change().to_json();
         let view: ChangeEventRef<'_> = serde_json::from_slice(&body).unwrap();
         assert_eq!(view.id, "t\"1");
         assert_eq!(view.after.unwrap().get(), r#"{"a":1}"#);
@@ -387,11 +377,41 @@ mod tests {
     }
 
     #[test]
-    fn dates_always_have_milliseconds() {
-        let at = |ms| bson_to_json(&Bson::DateTime(mongodb::bson::DateTime::from_millis(ms)));
-        assert_eq!(at(1_700_000_000_100), "2023-11-14T22:13:20.100Z");
-        assert_eq!(at(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
-        assert_eq!(at(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    fn source_snapshot_is_a_string_and_defaults_to_false() {
+        let body = String::from_utf8(change().to_json()).unwrap();
+        assert!(body.contains(r#""snapshot":"false""#), "{body}");
+        let old = body.replace(r#","snapshot":"false""#, "");
+        let back: ChangeEvent = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.source.snapshot, SnapshotMark::False);
+        let mut row = change();
+        row.source.snapshot = SnapshotMark::Last;
+        assert!(String::from_utf8(row.to_json()).unwrap().contains(r#""snapshot":"last""#));
+    }
+
+    #[test]
+    fn control_messages_are_recognised_by_their_op() {
+        let ctl = ControlEvent {
+            id: "s:1:c:end".into(),
+            op: CONTROL_OP.into(),
+            snapshot: SnapshotInfo {
+                id: "1".into(),
+                phase: Phase::End,
+                since: ClusterTime { t: 1, i: 2 },
+                rows: Some(3),
+            },
+            source: change().source,
+            ts_ms: 1,
+        };
+        let body = ctl.to_json();
+        assert!(is_control(&body));
+        assert!(!is_control(&change().to_json()));
+        assert!(!is_control(b"{nope"));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["snapshot"]["phase"], "end");
+        assert_eq!(v["snapshot"]["since"], serde_json::json!({"t": 1, "i": 2}));
+        let env = Envelope::of_control(&ctl);
+        assert_eq!(env.topic_key(), "d.c.snapshot");
+        assert_eq!(Envelope::of(&change()).topic_key(), "d.c.u");
     }
 
     #[test]
@@ -400,12 +420,5 @@ mod tests {
         assert_eq!(json_depth(r#"{"a": "\"{"}"#), 1);
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(json_depth(&deep), 200);
-    }
-
-    #[test]
-    fn keys() {
-        assert_eq!(key_string(&Bson::Int32(7)), "7");
-        assert_eq!(key_string(&Bson::String("k".into())), "k");
-        assert_eq!(key_string(&Bson::Document(doc! {"a": 1})), r#"{"a":1}"#);
     }
 }

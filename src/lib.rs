@@ -5,10 +5,10 @@
 //! - [`config`]: settings from the environment and `.env`.
 //! - [`error`]: one error enum per boundary.
 //! - [`shutdown`]: SIGINT/SIGTERM -> cancellation token.
-//! - [`event`]: the wire contract ([`event::ChangeEvent`]) and BSON -> JSON.
+//! - [`event`]: the wire contract: message bodies, AMQP envelope, routing key.
 //! - [`db`]: the shared MongoDB client.
 //! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
-//! - [`bridge`]: watch -> publish -> checkpoint.
+//! - [`bridge`]: snapshot + change stream -> publish -> checkpoint; BSON -> JSON.
 //! - [`insert_test`]: test documents for trying the bridge by hand.
 //! - [`demo`]: the whole product in one command.
 //! - [`sink`]: consume -> idempotent apply -> state -> models -> HTTP.

@@ -2,59 +2,17 @@
 //! A nack or a returned (unroutable) message is an error.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{Channel, Confirmation, PublisherConfirm};
 
 use super::Rabbit;
 use super::topology::Topology;
 use crate::error::MqError;
-use crate::event::ChangeEvent;
+use crate::event::Envelope;
 
-/// Publishes change events to the queue and hands back their confirmations.
+/// Publishes messages to the queue and hands back their confirmations.
 pub struct Publisher {
     channel: Channel,
     routing_key: String,
-}
-
-/// What a message carries besides its body (AMQP properties and headers).
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    /// `message_id`: the event id.
-    pub id: String,
-    /// `type`: the op code.
-    pub op: &'static str,
-    /// Header `db`.
-    pub db: String,
-    /// Header `collection`.
-    pub collection: String,
-    /// Event time, ms since the epoch (the AMQP `timestamp` is in seconds).
-    pub ts_ms: i64,
-}
-
-impl Envelope {
-    /// The envelope of an event.
-    pub fn of(ev: &ChangeEvent) -> Self {
-        Self {
-            id: ev.id.clone(),
-            op: ev.op.code(),
-            db: ev.source.db.clone(),
-            collection: ev.source.collection.clone(),
-            ts_ms: ev.ts_ms,
-        }
-    }
-
-    fn properties(&self) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        headers.insert("db".into(), AMQPValue::LongString(self.db.as_str().into()));
-        headers.insert("collection".into(), AMQPValue::LongString(self.collection.as_str().into()));
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(self.id.as_str().into())
-            .with_type(self.op.into())
-            .with_timestamp(u64::try_from(self.ts_ms / 1000).unwrap_or_default())
-            .with_headers(headers)
-    }
 }
 
 impl Publisher {

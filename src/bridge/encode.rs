@@ -1,0 +1,249 @@
+//! MongoDB -> the wire contract: BSON to JSON (ids become strings; nothing else loses
+//! information), change stream events and snapshot rows to [`ChangeEvent`]s, and what the
+//! bridge reads out of resume tokens.
+//!
+//! | BSON                    | JSON                                             |
+//! |-------------------------|--------------------------------------------------|
+//! | ObjectId                | 24-char hex string                               |
+//! | Date                    | ISO-8601 UTC string, millisecond precision       |
+//! | Decimal128              | string (`"1.50"`)                                |
+//! | Int32, Int64            | number, exact                                    |
+//! | Double                  | number (NaN/±Infinity: `{"$numberDouble": ..}`)  |
+//! | anything else           | relaxed Extended JSON (`$binary`, `$regularExpression`, `$timestamp`, ...) |
+
+use mongodb::bson::{Bson, Document};
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use serde_json::{Map, Value};
+
+use crate::event::{ChangeEvent, ClusterTime, Op, SnapshotMark, Source};
+
+/// Why a raw change could not become a [`ChangeEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// A field the contract needs was absent.
+    #[error("change event has no {0}")]
+    Missing(&'static str),
+}
+
+/// Build the wire event from a change stream event. `Ok(None)` for operation types we do not
+/// publish (drop, rename, invalidate, ...).
+pub fn change(ev: &ChangeStreamEvent<Document>) -> Result<Option<ChangeEvent>, EventError> {
+    let op = match ev.operation_type {
+        OperationType::Insert => Op::Create,
+        OperationType::Update | OperationType::Replace => Op::Update,
+        OperationType::Delete => Op::Delete,
+        _ => return Ok(None),
+    };
+    let ns = ev.ns.as_ref().ok_or(EventError::Missing("ns"))?;
+    let collection = ns.coll.clone().ok_or(EventError::Missing("ns.coll"))?;
+    let id_value = ev.document_key.as_ref().and_then(|k| k.get("_id")).ok_or(EventError::Missing("documentKey._id"))?;
+    let ct = ev.cluster_time.ok_or(EventError::Missing("clusterTime"))?;
+    let ts_ms = ev.wall_time.map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
+    let (updated_fields, removed_fields) = match &ev.update_description {
+        Some(u) => (Some(doc_to_json(&u.updated_fields)), Some(u.removed_fields.clone())),
+        None => (None, None),
+    };
+    Ok(Some(ChangeEvent {
+        id: token_data(&ev.id),
+        op,
+        key: key_string(id_value),
+        before: ev.full_document_before_change.as_ref().map(doc_to_json),
+        after: if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) },
+        updated_fields,
+        removed_fields,
+        source: Source {
+            db: ns.db.clone(),
+            collection,
+            cluster_time: ClusterTime { t: ct.time, i: ct.increment },
+            snapshot: SnapshotMark::False,
+        },
+        ts_ms,
+    }))
+}
+
+/// Where a snapshot row was read.
+pub struct RowSource<'a> {
+    /// The snapshot's id.
+    pub snapshot_id: &'a str,
+    /// Database name.
+    pub db: &'a str,
+    /// Collection name.
+    pub collection: &'a str,
+    /// The cluster time at which the row's chunk was read.
+    pub read_at: ClusterTime,
+    /// Wall time of the read, ms since the epoch.
+    pub ts_ms: i64,
+}
+
+/// A snapshot row: `op: "r"`, `after` the document, `before` null. Its id,
+/// `r:<snapshot id>:<collection>:<id>`, is the same if the row is read again after a crash,
+/// so consumers drop the repeat; the `_id` part is its canonical extended JSON, so ids of
+/// different BSON types (`7` and `"7"`) never share one.
+pub fn row(doc: &Document, at: &RowSource<'_>, mark: SnapshotMark) -> Result<ChangeEvent, EventError> {
+    let id = doc.get("_id").ok_or(EventError::Missing("_id"))?;
+    Ok(ChangeEvent {
+        id: format!("r:{}:{}:{}", at.snapshot_id, at.collection, id.clone().into_canonical_extjson()),
+        op: Op::Read,
+        key: key_string(id),
+        before: None,
+        after: Some(doc_to_json(doc)),
+        updated_fields: None,
+        removed_fields: None,
+        source: Source {
+            db: at.db.to_string(),
+            collection: at.collection.to_string(),
+            cluster_time: at.read_at,
+            snapshot: mark,
+        },
+        ts_ms: at.ts_ms,
+    })
+}
+
+/// The `_data` string of a resume token (falls back to its extended JSON).
+pub fn token_data(token: &ResumeToken) -> String {
+    match mongodb::bson::to_bson(token) {
+        Ok(Bson::Document(d)) => match d.get("_data") {
+            Some(Bson::String(s)) => s.clone(),
+            _ => Bson::Document(d).into_relaxed_extjson().to_string(),
+        },
+        Ok(other) => other.into_relaxed_extjson().to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The cluster time a resume token points at, if its format is known: MongoDB's `_data` is
+/// a hex KeyString whose first byte is 0x82 followed by the big-endian timestamp; SecantusDB's
+/// is hex BSON with a `t` timestamp. Decoded by hand because no crate reads either format.
+pub fn token_cluster_time(token: &ResumeToken) -> Option<ClusterTime> {
+    let data = token_data(token);
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    if data.len() >= 18 && data[..2].eq_ignore_ascii_case("82") {
+        return Some(ClusterTime { t: hex(&data[2..10])?, i: hex(&data[10..18])? });
+    }
+    let bytes: Vec<u8> =
+        (0..data.len() / 2).map(|k| u8::from_str_radix(data.get(2 * k..2 * k + 2)?, 16).ok()).collect::<Option<_>>()?;
+    match Document::from_reader(bytes.as_slice()).ok()?.get("t")? {
+        Bson::Timestamp(ts) => Some(ClusterTime { t: ts.time, i: ts.increment }),
+        _ => None,
+    }
+}
+
+/// The document `_id` as a string: ObjectId as hex, strings as they are, numbers in decimal,
+/// anything else as compact JSON of its mapped form.
+pub fn key_string(id: &Bson) -> String {
+    match id {
+        Bson::ObjectId(oid) => oid.to_hex(),
+        Bson::String(s) => s.clone(),
+        Bson::Int32(n) => n.to_string(),
+        Bson::Int64(n) => n.to_string(),
+        other => bson_to_json(other).to_string(),
+    }
+}
+
+/// Map a BSON document to a JSON object (see the module table).
+pub fn doc_to_json(doc: &Document) -> Map<String, Value> {
+    doc.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()
+}
+
+/// RFC 3339 with exactly three fraction digits (`...:05.100Z`, not `...:05.1Z`), so every
+/// date has the same width and sorts as text.
+fn millis_precision(rfc3339: &str) -> String {
+    let Some(body) = rfc3339.strip_suffix('Z') else { return rfc3339.to_string() };
+    let (secs, frac) = match body.rsplit_once('.') {
+        Some((secs, frac)) if !secs.contains('.') => (secs, frac),
+        _ => (body, ""),
+    };
+    format!("{secs}.{:0<3.3}Z", frac)
+}
+
+/// Map one BSON value to JSON (see the module table).
+pub fn bson_to_json(value: &Bson) -> Value {
+    match value {
+        Bson::Document(d) => Value::Object(doc_to_json(d)),
+        Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
+        Bson::ObjectId(oid) => Value::String(oid.to_hex()),
+        Bson::DateTime(dt) => match dt.try_to_rfc3339_string() {
+            Ok(s) => Value::String(millis_precision(&s)),
+            // Outside years 0..=9999 RFC 3339 has no form; keep the exact millis.
+            Err(_) => value.clone().into_relaxed_extjson(),
+        },
+        Bson::Decimal128(d) => Value::String(d.to_string()),
+        Bson::Int32(n) => Value::from(*n),
+        Bson::Int64(n) => Value::from(*n),
+        Bson::String(s) => Value::String(s.clone()),
+        Bson::Boolean(b) => Value::Bool(*b),
+        Bson::Null => Value::Null,
+        other => other.clone().into_relaxed_extjson(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, oid::ObjectId};
+
+    #[test]
+    fn ids_become_strings_and_types_keep_information() {
+        let oid = ObjectId::parse_str("6b01dfc17594185f823048ac").unwrap();
+        let d = doc! {
+            "_id": oid,
+            "when": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
+            "big": 9_007_199_254_740_993_i64,
+            "nested": { "ref": oid, "list": [1, [2, { "x": oid }]] },
+            "a.b": 1, "$x": "y",
+        };
+        let j = Value::Object(doc_to_json(&d));
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "_id": "6b01dfc17594185f823048ac",
+                "when": "2023-11-14T22:13:20.123Z",
+                "big": 9_007_199_254_740_993_i64,
+                "nested": { "ref": "6b01dfc17594185f823048ac", "list": [1, [2, { "x": "6b01dfc17594185f823048ac" }]] },
+                "a.b": 1, "$x": "y",
+            })
+        );
+        assert!(j.to_string().contains("9007199254740993"));
+    }
+
+    #[test]
+    fn token_times() {
+        let mongo: ResumeToken =
+            mongodb::bson::from_document(doc! {"_data": "8263A1B2C3000000042B022C0100296E5A1004"}).unwrap();
+        assert_eq!(token_cluster_time(&mongo), Some(ClusterTime { t: 0x63A1B2C3, i: 4 }));
+        let secantus: ResumeToken = mongodb::bson::from_document(doc! {"_data": "3e0000001073000800000011740005000000c4df016b026e00180000007363726162626c652e24636d642e61676772656761746500036b00050000000000"}).unwrap();
+        assert_eq!(token_cluster_time(&secantus), Some(ClusterTime { t: 0x6b01dfc4, i: 5 }));
+        let other: ResumeToken = mongodb::bson::from_document(doc! {"_data": "zz"}).unwrap();
+        assert_eq!(token_cluster_time(&other), None);
+    }
+
+    #[test]
+    fn dates_always_have_milliseconds() {
+        let at = |ms| bson_to_json(&Bson::DateTime(mongodb::bson::DateTime::from_millis(ms)));
+        assert_eq!(at(1_700_000_000_100), "2023-11-14T22:13:20.100Z");
+        assert_eq!(at(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(at(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(key_string(&Bson::Int32(7)), "7");
+        assert_eq!(key_string(&Bson::String("k".into())), "k");
+        assert_eq!(key_string(&Bson::Document(doc! {"a": 1})), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn rows_have_stable_ids_that_keep_the_id_type() {
+        let at =
+            RowSource { snapshot_id: "s1", db: "d", collection: "c", read_at: ClusterTime { t: 9, i: 1 }, ts_ms: 5 };
+        let int = row(&doc! {"_id": 7, "v": 1}, &at, SnapshotMark::True).unwrap();
+        let text = row(&doc! {"_id": "7", "v": 1}, &at, SnapshotMark::Last).unwrap();
+        assert_eq!(int.key, text.key, "both keys read 7");
+        assert_ne!(int.id, text.id, "but the ids tell the types apart");
+        assert_eq!(int.id, row(&doc! {"_id": 7, "v": 2}, &at, SnapshotMark::True).unwrap().id, "stable");
+        assert_eq!((int.op, int.before.is_none()), (Op::Read, true));
+        assert_eq!(text.source.snapshot, SnapshotMark::Last);
+        assert_eq!(int.after.unwrap()["v"], 1);
+        assert!(row(&doc! {"v": 1}, &at, SnapshotMark::True).is_err());
+    }
+}
