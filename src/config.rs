@@ -155,6 +155,33 @@ impl fmt::Debug for RabbitSettings {
     }
 }
 
+fn default_snapshot_chunk() -> usize {
+    1000
+}
+
+/// `CDC_SNAPSHOT_MODE`: when the bridge snapshots the data already in the collections
+/// (Debezium's names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot when there is no checkpoint, then stream.
+    #[default]
+    Initial,
+    /// As `initial`, and snapshot again when the resume point has fallen off the oplog.
+    WhenNeeded,
+    /// Never snapshot: start from now, and stop if the resume point is lost.
+    NoData,
+    /// Snapshot when there is no checkpoint, then stop.
+    InitialOnly,
+}
+
+impl SnapshotMode {
+    /// Whether a first start (no checkpoint) begins with a snapshot.
+    pub fn snapshots_first(self) -> bool {
+        self != SnapshotMode::NoData
+    }
+}
+
 /// The bridge's own identity and checkpoint location.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CdcSettings {
@@ -168,6 +195,12 @@ pub struct CdcSettings {
     /// and the duplicates a crash can cause; larger is faster up to a point.
     #[serde(default = "default_confirm_window")]
     pub cdc_confirm_window: usize,
+    /// `CDC_SNAPSHOT_MODE`: `initial` (default), `when_needed`, `no_data` or `initial_only`.
+    #[serde(default)]
+    pub cdc_snapshot_mode: SnapshotMode,
+    /// `CDC_SNAPSHOT_CHUNK`: documents per snapshot read.
+    #[serde(default = "default_snapshot_chunk")]
+    pub cdc_snapshot_chunk: usize,
 }
 
 /// Everything `mongo-cdc bridge` needs.
@@ -189,6 +222,9 @@ impl BridgeSettings {
         let cdc: CdcSettings = envy::from_env().map_err(ConfigError::from_envy)?;
         if cdc.cdc_name.trim().is_empty() {
             return Err(ConfigError::invalid("CDC_NAME", "must not be empty"));
+        }
+        if cdc.cdc_snapshot_chunk == 0 {
+            return Err(ConfigError::invalid("CDC_SNAPSHOT_CHUNK", "must be at least 1"));
         }
         if cdc.cdc_state_database.trim().is_empty() {
             return Err(ConfigError::invalid("CDC_STATE_DATABASE", "must not be empty"));

@@ -77,7 +77,7 @@ pub enum MongoError {
     Auth(String),
     /// The resume point is older than the oldest oplog entry.
     #[error(
-        "the checkpoint of CDC_NAME `{name}` has fallen off the oplog, so changes were missed; to start over from now, delete it: db.getSiblingDB(\"{state_db}\").checkpoints.deleteOne({{_id: \"{name}\"}}) (and resync the consumers)"
+        "the checkpoint of CDC_NAME `{name}` has fallen off the oplog, so changes were missed; set CDC_SNAPSHOT_MODE=when_needed to snapshot again by itself, or delete the checkpoint to start over: db.getSiblingDB(\"{state_db}\").checkpoints.deleteOne({{_id: \"{name}\"}})"
     )]
     HistoryLost {
         /// The bridge name.

@@ -1,21 +1,25 @@
-//! The bridge: watch the database's change stream -> publish each change with confirms ->
-//! checkpoint the resume token once every earlier message is confirmed.
+//! The bridge: a [`source`] yields the messages (streamed changes, snapshot rows and control
+//! messages) in order -> the session publishes them with confirms -> the [`checkpoint`]
+//! advances once every earlier message is confirmed.
 //!
-//! A session is one change stream plus one confirming channel. A reader task pulls changes
-//! and turns them into messages; the session publishes them in stream order with at most
-//! `window` unconfirmed, and advances the checkpoint only in order (an "ordered finalizer").
-//! When RabbitMQ or MongoDB fails, the session ends and the next one resumes from the newest
-//! confirmed token, so whatever was unconfirmed is published again: at-least-once, with at
-//! most one window of duplicates.
+//! A session is one change stream plus one confirming channel. The source task reads and
+//! encodes; the session publishes in order with at most `window` unconfirmed and advances the
+//! checkpoint only in order (an "ordered finalizer"). When RabbitMQ or MongoDB fails, the
+//! session ends and the next one resumes from the newest confirmed checkpoint, so whatever
+//! was unconfirmed is published again: at-least-once, with at most one window of duplicates.
 
 pub mod checkpoint;
-mod reader;
+pub mod encode;
+mod snapshot;
+mod source;
 
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use indicatif::{ProgressBar, ProgressStyle};
 use mongodb::bson::{Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
@@ -24,9 +28,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::checkpoint::{CheckpointStore, CheckpointWriter, MongoCheckpointStore};
-use self::reader::Item;
-use crate::config::BridgeSettings;
+use self::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, MongoCheckpointStore, Reason, SnapshotProgress};
+use self::source::{Item, Source, SourceError};
+use crate::config::{BridgeSettings, SnapshotMode};
 use crate::db::Mongo;
 use crate::error::{MongoError, MqError};
 use crate::mq::Rabbit;
@@ -42,6 +46,9 @@ pub enum BridgeError {
     /// A RabbitMQ problem that retrying will not fix.
     #[error(transparent)]
     Mq(#[from] MqError),
+    /// The snapshot cannot run here.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// Changes per `getMore`: fewer round trips while draining a backlog; an idle stream still
@@ -51,8 +58,17 @@ const READ_BATCH: u32 = 1000;
 /// How long shutdown waits for outstanding confirms and the last checkpoint write.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// Run the bridge until `shutdown` is cancelled (then drain, checkpoint and return `Ok`) or a
-/// fatal error occurs. Connection failures after start-up are retried with backoff.
+/// How often a running snapshot reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// While a snapshot runs, an idle stream's `getMore` returns after this long at most, so a
+/// chunk never waits long for the stream to pass its watermark (a real `mongod` otherwise
+/// waits up to a second on a stream whose database is quiet).
+const SNAPSHOT_AWAIT: Duration = Duration::from_millis(100);
+
+/// Run the bridge until `shutdown` is cancelled (then drain, checkpoint and return `Ok`), a
+/// snapshot completes under `CDC_SNAPSHOT_MODE=initial_only`, or a fatal error occurs.
+/// Connection failures after start-up are retried with backoff.
 pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Result<(), BridgeError> {
     let mongo = Mongo::shared(&settings.mongo.mongo_database_host);
     mongo.ping().await?;
@@ -66,9 +82,24 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         &settings.cdc.cdc_name,
         &settings.mongo.mongo_database_name,
     );
-    let resume = store.load().await.map_err(|e| classify(&mongo, e))?;
+    let mode = settings.cdc.cdc_snapshot_mode;
+    let mut resume = store.load().await.map_err(|e| classify(&mongo, e))?;
     match &resume {
-        Some(_) => tracing::info!(name = %settings.cdc.cdc_name, "resuming from checkpoint"),
+        Some(Checkpoint::Stream { .. }) if mode == SnapshotMode::InitialOnly => {
+            tracing::info!(name = %settings.cdc.cdc_name, "CDC_SNAPSHOT_MODE=initial_only and the snapshot is complete");
+            return Ok(());
+        }
+        Some(Checkpoint::Snapshot { token, progress }) if mode == SnapshotMode::NoData => {
+            tracing::warn!(snapshot = %progress.id, "CDC_SNAPSHOT_MODE=no_data: abandoning the snapshot in progress");
+            resume = Some(Checkpoint::Stream { token: token.clone() });
+        }
+        Some(Checkpoint::Snapshot { progress, .. }) => {
+            tracing::info!(name = %settings.cdc.cdc_name, snapshot = %progress.id, "resuming the snapshot in progress")
+        }
+        Some(Checkpoint::Stream { .. }) => tracing::info!(name = %settings.cdc.cdc_name, "resuming from checkpoint"),
+        None if mode.snapshots_first() => {
+            tracing::info!(name = %settings.cdc.cdc_name, "no checkpoint: snapshot, then stream")
+        }
         None => tracing::info!(name = %settings.cdc.cdc_name, "no checkpoint, starting from now"),
     }
 
@@ -76,7 +107,9 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         topology: Topology::new(&settings.rabbit.rabbitmq_queue_name),
         window: settings.cdc.cdc_confirm_window.max(1),
         confirmed: resume,
+        resync: false,
         writer: CheckpointWriter::spawn(store.clone()),
+        progress: Progress::default(),
         store,
         settings,
         mongo,
@@ -84,6 +117,7 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
     };
     let result = bridge.supervise(&shutdown).await;
     bridge.writer.finish(DRAIN_LIMIT).await;
+    bridge.progress.finish();
     result
 }
 
@@ -100,11 +134,14 @@ struct Bridge {
     rabbit: Rabbit,
     topology: Topology,
     window: usize,
-    /// The newest token whose change, and every change before it, the broker confirmed.
-    confirmed: Option<ResumeToken>,
+    /// The newest checkpoint whose message, and every message before it, the broker confirmed.
+    confirmed: Option<Checkpoint>,
+    /// The resume point was lost and the next session snapshots again.
+    resync: bool,
     writer: CheckpointWriter,
     /// For the one synchronous write: pinning the start on a first run.
     store: MongoCheckpointStore,
+    progress: Progress,
 }
 
 /// How a session ended without error.
@@ -112,12 +149,15 @@ enum End {
     Shutdown,
     /// The stream closed (for example after an `invalidate`); open a new one.
     StreamClosed,
+    /// The snapshot is complete and the mode says stop.
+    Finished,
 }
 
 /// A session failure, by the side that failed.
 enum Failure {
     Mongo(mongodb::error::Error),
     Mq(MqError),
+    HistoryLost,
     Fatal(BridgeError),
 }
 
@@ -126,13 +166,14 @@ impl Bridge {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.session(shutdown).await {
-                Ok(End::Shutdown) => return Ok(()),
+                Ok(End::Shutdown | End::Finished) => return Ok(()),
                 Ok(End::StreamClosed) => {
                     tracing::info!("change stream closed, reopening");
                     continue;
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Mongo(e)) if history_lost(&e) => return Err(self.history_lost().into()),
+                Err(Failure::HistoryLost) => self.history_lost()?,
+                Err(Failure::Mongo(e)) if history_lost(&e) => self.history_lost()?,
                 Err(Failure::Mongo(e)) => {
                     tracing::warn!(error = %e, "MongoDB failed, resuming from the last confirmed change")
                 }
@@ -148,36 +189,52 @@ impl Bridge {
         }
     }
 
+    /// The resume point is gone: snapshot again (`when_needed`) or stop with how to start over.
+    fn history_lost(&mut self) -> Result<(), BridgeError> {
+        if self.settings.cdc.cdc_snapshot_mode != SnapshotMode::WhenNeeded {
+            return Err(MongoError::HistoryLost {
+                name: self.settings.cdc.cdc_name.clone(),
+                state_db: self.settings.cdc.cdc_state_database.clone(),
+            }
+            .into());
+        }
+        tracing::warn!(
+            name = %self.settings.cdc.cdc_name,
+            "the resume point has fallen off the oplog: snapshotting again from now (CDC_SNAPSHOT_MODE=when_needed)"
+        );
+        self.confirmed = None;
+        self.resync = true;
+        Ok(())
+    }
+
     /// One change stream and one channel, until shutdown, a closed stream or a failure.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<End, Failure> {
         let publisher = Publisher::open(&self.rabbit, &self.topology).await.map_err(|e| match e {
             MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Topology(_) => Failure::Fatal(e.into()),
             e => Failure::Mq(e),
         })?;
-        if let Some(token) = &self.confirmed {
-            let client = self.mongo.client().await.map_err(|e| Failure::Fatal(e.into()))?;
-            if oplog_lost(client, token).await {
-                return Err(Failure::Fatal(self.history_lost().into()));
-            }
+        let client = self.mongo.client().await.map_err(|e| Failure::Fatal(e.into()))?.clone();
+        if let Some(checkpoint) = &self.confirmed
+            && oplog_lost(&client, checkpoint.token()).await
+        {
+            return Err(Failure::HistoryLost);
         }
-        let stream = self.open_stream().await.map_err(Failure::Mongo)?;
-        if self.confirmed.is_none() {
-            // First start: pin "now" before anything is published, so a crash from here on
-            // resumes instead of skipping what happened in between.
-            let token = stream.resume_token();
-            if let Some(t) = &token {
-                self.store.save(t).await.map_err(|e| match e {
-                    MongoError::Driver(d) => Failure::Mongo(d),
-                    e => Failure::Fatal(e.into()),
-                })?;
+        let (stream, at) = self.open(&client).await?;
+        let snapshot = match &at {
+            Checkpoint::Snapshot { .. } => {
+                Some(source::Snapshot::new(self.reader(&client).await.map_err(Failure::Mongo)?))
             }
-            self.confirmed = token;
-        }
+            Checkpoint::Stream { .. } => None,
+        };
+        let stop_after = self.settings.cdc.cdc_snapshot_mode == SnapshotMode::InitialOnly;
+        let source = Source::new(stream, at, snapshot, stop_after, self.settings.mongo.mongo_database_name.clone());
 
-        let (tx, mut rx) = mpsc::channel(self.window);
-        let reader = tokio::spawn(reader::read(stream, tx));
+        // Room for at least two chunks, so the next one is read while one is published.
+        let (tx, mut rx) = mpsc::channel(self.window.max(2 * self.settings.cdc.cdc_snapshot_chunk));
+        let reader = tokio::spawn(source.run(tx));
         let _stop_reader = AbortOnDrop(reader.abort_handle());
-        let mut inflight: FuturesOrdered<BoxFuture<'static, Result<ResumeToken, MqError>>> = FuturesOrdered::new();
+        let mut inflight: FuturesOrdered<BoxFuture<'static, Result<Checkpoint, MqError>>> = FuturesOrdered::new();
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
 
         let end = loop {
             tokio::select! {
@@ -186,19 +243,25 @@ impl Bridge {
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     self.advance(done.map_err(Failure::Mq)?);
                 }
+                _ = ticker.tick() => self.progress.log(),
                 item = rx.recv(), if inflight.len() < self.window => match item {
                     None => break Ok(End::StreamClosed),
-                    Some(Err(e)) => break Err(Failure::Mongo(e)),
-                    Some(Ok(Item::Mark(token))) => {
+                    Some(Err(SourceError::Mongo(e))) => break Err(Failure::Mongo(e)),
+                    Some(Err(SourceError::Fatal(why))) => break Err(Failure::Fatal(BridgeError::Snapshot(why))),
+                    Some(Ok(Item::Mark(at))) => {
                         if inflight.is_empty() {
-                            self.advance(token);
+                            self.advance(at);
                         } else {
-                            inflight.push_back(Box::pin(async move { Ok(token) }));
+                            inflight.push_back(Box::pin(async move { Ok(at) }));
                         }
                     }
-                    Some(Ok(Item::Change { token, body, envelope })) => {
+                    Some(Ok(Item::Finished(at))) => {
+                        inflight.push_back(Box::pin(async move { Ok(at) }));
+                        break Ok(End::Finished);
+                    }
+                    Some(Ok(Item::Publish { body, envelope, at })) => {
                         let confirm = publisher.publish(&body, &envelope).await.map_err(Failure::Mq)?;
-                        inflight.push_back(Box::pin(async move { confirmed(confirm).await.map(|()| token) }));
+                        inflight.push_back(Box::pin(async move { confirmed(confirm).await.map(|()| at) }));
                     }
                 },
             }
@@ -222,26 +285,77 @@ impl Bridge {
         end
     }
 
-    fn history_lost(&self) -> MongoError {
-        MongoError::HistoryLost {
-            name: self.settings.cdc.cdc_name.clone(),
-            state_db: self.settings.cdc.cdc_state_database.clone(),
+    /// Open the change stream where the bridge stands; on a first start (or a resync), open
+    /// it at "now", plan the snapshot the mode asks for, and save that starting point before
+    /// anything is published, so a crash from here on resumes instead of skipping.
+    async fn open(
+        &mut self,
+        client: &mongodb::Client,
+    ) -> Result<(ChangeStream<ChangeStreamEvent<Document>>, Checkpoint), Failure> {
+        if let Some(at) = self.confirmed.clone() {
+            let snapshotting = matches!(at, Checkpoint::Snapshot { .. });
+            let stream = self.open_stream(client, Some(at.token()), snapshotting).await.map_err(Failure::Mongo)?;
+            return Ok((stream, at));
         }
-    }
-
-    fn advance(&mut self, token: ResumeToken) {
-        self.writer.advance(token.clone());
-        self.confirmed = Some(token);
-    }
-
-    async fn open_stream(&self) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
-        let client = self.mongo.client().await.map_err(|e| match e {
-            MongoError::Driver(d) => d,
-            other => mongodb::error::Error::custom(other.to_string()),
+        let mode = self.settings.cdc.cdc_snapshot_mode;
+        let snapshotting = mode.snapshots_first() || self.resync;
+        let stream = self.open_stream(client, None, snapshotting).await.map_err(Failure::Mongo)?;
+        let Some(token) = stream.resume_token() else {
+            return Err(Failure::Fatal(BridgeError::Snapshot(
+                "the server gave no resume token for a new change stream (MongoDB 4.0.7 or later is needed)".into(),
+            )));
+        };
+        let at = if snapshotting {
+            let reader = self.reader(client).await.map_err(Failure::Mongo)?;
+            let mongo = &self.settings.mongo;
+            let collections = reader.plan(&mongo.collections(), &[]).await.map_err(Failure::Mongo)?;
+            let progress = SnapshotProgress {
+                id: snapshot::new_id(),
+                reason: if self.resync { Reason::Resync } else { Reason::Initial },
+                pending: collections.into(),
+                current: None,
+            };
+            tracing::info!(snapshot = %progress.id, collections = ?progress.pending, "snapshot planned");
+            Checkpoint::Snapshot { token, progress }
+        } else {
+            Checkpoint::Stream { token }
+        };
+        self.store.save(&at).await.map_err(|e| match e {
+            MongoError::Driver(d) => Failure::Mongo(d),
+            e => Failure::Fatal(e.into()),
         })?;
+        self.resync = false;
+        self.confirmed = Some(at.clone());
+        Ok((stream, at))
+    }
+
+    async fn reader(&self, client: &mongodb::Client) -> Result<snapshot::Reader, mongodb::error::Error> {
+        let s = &self.settings;
+        snapshot::Reader::new(
+            client,
+            &s.mongo.mongo_database_name,
+            &s.cdc.cdc_state_database,
+            &s.cdc.cdc_name,
+            s.cdc.cdc_snapshot_chunk,
+        )
+        .await
+    }
+
+    fn advance(&mut self, at: Checkpoint) {
+        self.progress.update(&at);
+        self.writer.advance(at.clone());
+        self.confirmed = Some(at);
+    }
+
+    async fn open_stream(
+        &self,
+        client: &mongodb::Client,
+        after: Option<&ResumeToken>,
+        snapshotting: bool,
+    ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
         let db = client.database(&self.settings.mongo.mongo_database_name);
-        // Other operation types are dropped as they are read (`ChangeEvent::from_change`), not
-        // by a server-side `$match`: it costs the server per event, and the post-batch resume
+        // Other operation types are dropped as they are read (`encode::change`), not by a
+        // server-side `$match`: it costs the server per event, and the post-batch resume
         // token moves on either way.
         let collections = self.settings.mongo.collections();
         let pipeline = if collections.is_empty() {
@@ -255,11 +369,65 @@ impl Bridge {
             .full_document(FullDocumentType::UpdateLookup)
             .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
             .batch_size(READ_BATCH);
-        match &self.confirmed {
+        let watch = if snapshotting { watch.max_await_time(SNAPSHOT_AWAIT) } else { watch };
+        match after {
             // `start_after` (not `resume_after`) so a token from an `invalidate` still works.
             Some(token) => watch.start_after(token.clone()).await,
             None => watch.await,
         }
+    }
+}
+
+/// A running snapshot's progress, for people: a log line per collection every few seconds
+/// (documents done of the estimate, rate, ETA), and a progress bar on a terminal.
+#[derive(Default)]
+struct Progress {
+    current: Option<(String, u64, u64)>,
+    started: Option<(String, Instant, u64)>,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn update(&mut self, at: &Checkpoint) {
+        let Checkpoint::Snapshot { progress: SnapshotProgress { current: Some(c), .. }, .. } = at else {
+            if self.current.take().is_some() {
+                self.finish();
+            }
+            return;
+        };
+        if self.started.as_ref().is_none_or(|(name, ..)| name != &*c.name) {
+            self.finish();
+            self.started = Some((c.name.to_string(), Instant::now(), c.rows));
+            if std::io::stderr().is_terminal() {
+                let bar = ProgressBar::new(c.estimate.max(1));
+                if let Ok(style) =
+                    ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+                {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(c.name.to_string());
+                self.bar = Some(bar);
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(c.rows);
+        }
+        self.current = Some((c.name.to_string(), c.rows, c.estimate));
+    }
+
+    fn log(&self) {
+        let (Some((name, rows, estimate)), Some((_, since, at_start))) = (&self.current, &self.started) else { return };
+        let secs = since.elapsed().as_secs_f64().max(1e-3);
+        let rate = (rows - at_start.min(rows)) as f64 / secs;
+        let eta_s = if rate > 0.0 { (estimate.saturating_sub(*rows) as f64 / rate).round() as u64 } else { 0 };
+        tracing::info!(collection = %name, done = rows, estimate, rate_per_s = rate.round() as u64, eta_s, "snapshot progress");
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.started = None;
     }
 }
 
@@ -273,7 +441,7 @@ fn history_lost(e: &mongodb::error::Error) -> bool {
 /// 286, so check ourselves: the oldest oplog entry must not be newer than the token. When the
 /// oplog cannot be read (no privilege, mongos), the server's own check is all there is.
 async fn oplog_lost(client: &mongodb::Client, token: &ResumeToken) -> bool {
-    let Some(at) = crate::event::token_cluster_time(token) else { return false };
+    let Some(at) = encode::token_cluster_time(token) else { return false };
     let oldest = client
         .database("local")
         .collection::<Document>("oplog.rs")

@@ -1,0 +1,337 @@
+//! The source: one change stream, with a snapshot's chunks interleaved when one runs, turned
+//! into the messages to publish, in the order they must be published, each carrying the
+//! checkpoint it leads to once it (and everything before it) is confirmed.
+//!
+//! It runs as its own task, so reading and encoding overlap with publishing. See
+//! `bridge::snapshot` for why the chunks wait for the stream to pass their watermark.
+
+use std::sync::Arc;
+
+use mongodb::bson::{Bson, Document};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::ChangeStreamEvent;
+use tokio::sync::mpsc;
+
+use super::checkpoint::{Checkpoint, CollectionProgress, Cursor, SnapshotProgress};
+use super::encode::{self, RowSource};
+use super::snapshot::{self, Chunk, Reader, Touched, bracket_of, id_key};
+use crate::event::{
+    CONTROL_OP, ChangeEvent, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
+};
+
+/// What the source hands to the session, in publishing order.
+pub(super) enum Item {
+    /// A message to publish; `at` is where the bridge stands once it is confirmed.
+    Publish { body: Vec<u8>, envelope: Envelope, at: Checkpoint },
+    /// A position with nothing to publish (an idle batch, a change we do not publish, rows
+    /// dropped at the end of a chunk).
+    Mark(Checkpoint),
+    /// The snapshot is complete and the bridge stops here (`CDC_SNAPSHOT_MODE=initial_only`).
+    Finished(Checkpoint),
+}
+
+/// Why the source stopped.
+#[derive(Debug)]
+pub(super) enum SourceError {
+    /// MongoDB failed; a new session may fix it.
+    Mongo(mongodb::error::Error),
+    /// Retrying will not help.
+    Fatal(String),
+}
+
+impl From<mongodb::error::Error> for SourceError {
+    fn from(e: mongodb::error::Error) -> Self {
+        SourceError::Mongo(e)
+    }
+}
+
+/// The receiving session went away, or the source failed.
+enum Stop {
+    Closed,
+    Failed(SourceError),
+}
+
+impl From<mongodb::error::Error> for Stop {
+    fn from(e: mongodb::error::Error) -> Self {
+        Stop::Failed(SourceError::Mongo(e))
+    }
+}
+
+/// A snapshot in progress: its reader, the chunk waiting for its watermark, and the keys the
+/// stream changed meanwhile.
+pub(super) struct Snapshot {
+    reader: Reader,
+    chunk: Option<Chunk>,
+    touched: Touched,
+    /// Every row of the current collection is out; its `end` comes next.
+    ended: bool,
+    read_done: Option<std::time::Instant>,
+}
+
+impl Snapshot {
+    /// Drive a snapshot with `reader`.
+    pub(super) fn new(reader: Reader) -> Self {
+        Self { reader, chunk: None, touched: Touched::default(), ended: false, read_done: None }
+    }
+}
+
+/// Turns the stream (and a snapshot) into [`Item`]s.
+pub(super) struct Source {
+    stream: ChangeStream<ChangeStreamEvent<Document>>,
+    /// Where the bridge stands after the last item sent.
+    at: Checkpoint,
+    /// The cluster time the stream has been read up to (every change up to it was sent).
+    stream_time: ClusterTime,
+    snapshot: Option<Snapshot>,
+    stop_after_snapshot: bool,
+    db: String,
+    last_mark: Option<mongodb::change_stream::event::ResumeToken>,
+}
+
+impl Source {
+    /// A source over `stream`, which was opened at `at`; `snapshot` drives the snapshot when
+    /// `at` has one in progress.
+    pub(super) fn new(
+        stream: ChangeStream<ChangeStreamEvent<Document>>,
+        at: Checkpoint,
+        snapshot: Option<Snapshot>,
+        stop_after_snapshot: bool,
+        db: String,
+    ) -> Self {
+        let stream_time = encode::token_cluster_time(at.token()).unwrap_or_default();
+        let snapshot = if matches!(at, Checkpoint::Snapshot { .. }) { snapshot } else { None };
+        Self { stream, at, stream_time, snapshot, stop_after_snapshot, db, last_mark: None }
+    }
+
+    /// Read until the stream closes, the session goes away, or an error (which is sent on).
+    pub(super) async fn run(mut self, tx: mpsc::Sender<Result<Item, SourceError>>) {
+        match self.pump(&tx).await {
+            Ok(()) | Err(Stop::Closed) => {}
+            Err(Stop::Failed(e)) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    }
+
+    async fn pump(&mut self, tx: &mpsc::Sender<Result<Item, SourceError>>) -> Result<(), Stop> {
+        loop {
+            if self.snapshot.as_ref().is_some_and(|s| s.chunk.is_none()) && self.snapshot_step(tx).await? {
+                return Ok(());
+            }
+            match self.stream.next_if_any().await {
+                Ok(Some(change)) => {
+                    let Some(token) = self.stream.resume_token() else { continue };
+                    let time = change
+                        .cluster_time
+                        .map(|c| ClusterTime { t: c.time, i: c.increment })
+                        .or_else(|| encode::token_cluster_time(&token))
+                        .unwrap_or(self.stream_time);
+                    // The chunk's rows go before the first change past its watermark.
+                    if self.chunk_ready(time, false) {
+                        self.release(tx).await?;
+                    }
+                    self.note_change(&change, time);
+                    self.at.set_token(token);
+                    self.stream_time = self.stream_time.max(time);
+                    let item = match encode::change(&change) {
+                        Ok(Some(ev)) => publish(&ev, self.at.clone()),
+                        Ok(None) => Item::Mark(self.at.clone()),
+                        Err(e) => {
+                            // Without a namespace or key there is nothing a consumer could apply.
+                            tracing::error!(error = %e, operation = ?change.operation_type, "skipping a change that does not fit the contract");
+                            Item::Mark(self.at.clone())
+                        }
+                    };
+                    send(tx, item).await?;
+                }
+                Ok(None) => {
+                    if !self.stream.is_alive() {
+                        return Ok(());
+                    }
+                    let Some(token) = self.stream.resume_token() else { continue };
+                    if self.last_mark.as_ref() == Some(&token) {
+                        continue;
+                    }
+                    match encode::token_cluster_time(&token) {
+                        Some(time) => self.stream_time = self.stream_time.max(time),
+                        None if self.snapshot.is_some() => {
+                            return Err(Stop::Failed(SourceError::Fatal(
+                                "a snapshot needs the change stream's position, and this server's resume tokens are of an unknown format".into(),
+                            )));
+                        }
+                        None => {}
+                    }
+                    self.at.set_token(token.clone());
+                    self.last_mark = Some(token);
+                    if self.chunk_ready(self.stream_time, true) {
+                        self.release(tx).await?;
+                    }
+                    send(tx, Item::Mark(self.at.clone())).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The snapshot's next step when no chunk waits: begin a collection, read a chunk, end a
+    /// collection, or finish. Returns true when the source must stop (`initial_only`).
+    async fn snapshot_step(&mut self, tx: &mpsc::Sender<Result<Item, SourceError>>) -> Result<bool, Stop> {
+        let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &mut self.at) else {
+            return Ok(false);
+        };
+        if let Some(cur) = &progress.current {
+            if snap.ended {
+                let end = control(&self.db, progress, cur, Phase::End, self.stream_time);
+                tracing::info!(collection = %cur.name, rows = cur.rows, "snapshot of the collection is complete");
+                progress.current = None;
+                snap.ended = false;
+                snap.touched.clear();
+                send(tx, end_item(end, self.at.clone())).await?;
+                return Ok(false);
+            }
+            let t0 = std::time::Instant::now();
+            let chunk = snap.reader.read(&cur.name, &cur.cursor, cur.max_id.as_deref()).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, rows = chunk.docs.len(), "chunk read");
+            snap.chunk = Some(chunk);
+            snap.read_done = Some(std::time::Instant::now());
+            return Ok(false);
+        }
+        let Some(name) = progress.pending.first().cloned() else {
+            tracing::info!(snapshot = %progress.id, "snapshot complete; streaming");
+            self.snapshot = None;
+            self.at = Checkpoint::Stream { token: self.at.token().clone() };
+            if self.stop_after_snapshot {
+                send(tx, Item::Finished(self.at.clone())).await?;
+                return Ok(true);
+            }
+            send(tx, Item::Mark(self.at.clone())).await?;
+            return Ok(false);
+        };
+        let bounds = snap.reader.bounds(&name).await?;
+        tracing::info!(collection = %name, estimate = bounds.estimate, "snapshot of the collection begins");
+        progress.pending = progress.pending[1..].to_vec().into();
+        let cur = CollectionProgress {
+            name: name.into(),
+            since: self.stream_time,
+            max_id: bounds.max_id.map(Arc::new),
+            cursor: Cursor { bracket: 0, after: None },
+            rows: 0,
+            estimate: bounds.estimate,
+        };
+        let start = control(&self.db, progress, &cur, Phase::Start, self.stream_time);
+        progress.current = Some(cur);
+        snap.touched.clear();
+        send(tx, end_item(start, self.at.clone())).await?;
+        Ok(false)
+    }
+
+    /// A chunk waits and the stream has passed its watermark: strictly past it for a change
+    /// at `time`, at or past it for an idle batch's position.
+    fn chunk_ready(&self, time: ClusterTime, idle: bool) -> bool {
+        let Some(chunk) = self.snapshot.as_ref().and_then(|s| s.chunk.as_ref()) else { return false };
+        if idle { time >= chunk.watermark } else { time > chunk.watermark }
+    }
+
+    /// Remember a change to a key of the collection being snapshotted.
+    fn note_change(&mut self, change: &ChangeStreamEvent<Document>, time: ClusterTime) {
+        let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &self.at) else { return };
+        let Some(cur) = &progress.current else { return };
+        let same = change.ns.as_ref().and_then(|ns| ns.coll.as_deref()) == Some(&*cur.name);
+        let id = change.document_key.as_ref().and_then(|k| k.get("_id"));
+        if let (true, Some(id)) = (same && time > cur.since, id) {
+            snap.touched.note(id, &cur.cursor, cur.max_id.as_deref());
+        }
+    }
+
+    /// Send the waiting chunk's rows, but those whose key the stream changed meanwhile.
+    async fn release(&mut self, tx: &mpsc::Sender<Result<Item, SourceError>>) -> Result<(), Stop> {
+        let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &mut self.at) else {
+            return Ok(());
+        };
+        let Some(chunk) = snap.chunk.take() else { return Ok(()) };
+        tracing::debug!(ms = snap.read_done.map(|t| t.elapsed().as_millis() as u64), "chunk released");
+        let final_chunk = chunk.last && progress.pending.is_empty();
+        let ids: Vec<&Bson> = chunk.docs.iter().map(|d| d.get("_id").unwrap_or(&Bson::Null)).collect();
+        let keep: Vec<bool> = if snap.touched.is_empty() {
+            vec![true; ids.len()]
+        } else {
+            ids.iter().map(|id| !snap.touched.contains(&id_key(id))).collect()
+        };
+        let last_kept = keep.iter().rposition(|k| *k);
+        let mut rows = Vec::with_capacity(ids.len());
+        let Some(cur) = progress.current.as_mut() else { return Ok(()) };
+        for (i, doc) in chunk.docs.iter().enumerate() {
+            cur.cursor = Cursor { bracket: bracket_of(ids[i]), after: Some(ids[i].clone()) };
+            if !keep[i] {
+                continue;
+            }
+            cur.rows += 1;
+            let mark = if final_chunk && Some(i) == last_kept { SnapshotMark::Last } else { SnapshotMark::True };
+            let at = RowSource {
+                snapshot_id: &progress.id,
+                db: &self.db,
+                collection: &cur.name,
+                read_at: chunk.read_at,
+                ts_ms: chunk.wall_ms,
+            };
+            match encode::row(doc, &at, mark) {
+                Ok(ev) => rows.push((ev, cur.clone())),
+                Err(e) => {
+                    tracing::error!(error = %e, collection = %cur.name, "skipping a document that does not fit the contract")
+                }
+            }
+        }
+        cur.cursor = chunk.next.clone();
+        snap.touched.prune(&cur.cursor);
+        snap.ended = chunk.last;
+        let after_chunk = self.at.clone();
+        for (ev, cur) in rows {
+            let at = match &after_chunk {
+                Checkpoint::Snapshot { token, progress } => Checkpoint::Snapshot {
+                    token: token.clone(),
+                    progress: SnapshotProgress { current: Some(cur), ..progress.clone() },
+                },
+                other => other.clone(),
+            };
+            send(tx, publish(&ev, at)).await?;
+        }
+        send(tx, Item::Mark(after_chunk)).await
+    }
+}
+
+fn publish(ev: &ChangeEvent, at: Checkpoint) -> Item {
+    Item::Publish { body: ev.to_json(), envelope: Envelope::of(ev), at }
+}
+
+fn end_item(ev: ControlEvent, at: Checkpoint) -> Item {
+    Item::Publish { body: ev.to_json(), envelope: Envelope::of_control(&ev), at }
+}
+
+/// A `start` or `end` control message for the collection `cur`.
+fn control(db: &str, p: &SnapshotProgress, cur: &CollectionProgress, phase: Phase, now: ClusterTime) -> ControlEvent {
+    let phase_name = match phase {
+        Phase::Start => "start",
+        Phase::End => "end",
+    };
+    ControlEvent {
+        id: format!("s:{}:{}:{phase_name}", p.id, cur.name),
+        op: CONTROL_OP.into(),
+        snapshot: SnapshotInfo {
+            id: p.id.to_string(),
+            phase,
+            since: cur.since,
+            rows: (phase == Phase::End).then_some(cur.rows),
+        },
+        source: Where {
+            db: db.to_string(),
+            collection: cur.name.to_string(),
+            cluster_time: now,
+            snapshot: SnapshotMark::True,
+        },
+        ts_ms: snapshot::now_ms(),
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Result<Item, SourceError>>, item: Item) -> Result<(), Stop> {
+    tx.send(Ok(item)).await.map_err(|_| Stop::Closed)
+}
