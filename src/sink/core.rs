@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::features::{self, FieldPlan};
-use crate::event::{ChangeEventRef, ClusterTime, Op};
+use crate::event::{self, ChangeEventRef, ClusterTime, ControlEvent, Op, Phase};
 use crate::ml::{ModelStats, OnlineModel};
 
 /// The current state of one record.
@@ -41,6 +41,9 @@ pub enum Outcome {
         /// The event's wall time, ms since the epoch (for lag).
         ts_ms: i64,
     },
+    /// A snapshot control message, applied (at a collection's `end`, records the snapshot did
+    /// not deliver were removed).
+    Control,
     /// Already applied (same event id).
     Duplicate,
     /// Older than what the record already holds.
@@ -71,6 +74,16 @@ pub struct Counters {
     pub stale_skipped: u64,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Snapshot rows identical to the record held: applied without training again.
+    #[serde(default)]
+    pub unchanged_skipped: u64,
+    /// Records removed at the end of a collection's snapshot because the snapshot did not
+    /// deliver them and no later change touched them (deleted while the bridge had lost its place).
+    #[serde(default)]
+    pub reconciled_deletes: u64,
+    /// Snapshot control messages applied.
+    #[serde(default)]
+    pub snapshot_controls: u64,
 }
 
 /// Fingerprints (128-bit xxh3) of the most recently applied event ids, to recognise
@@ -230,6 +243,7 @@ impl SinkCore {
     pub fn apply_bytes(&mut self, body: &[u8]) -> Outcome {
         let ev = match serde_json::from_slice::<ChangeEventRef<'_>>(body) {
             Ok(ev) => ev,
+            Err(_) if event::is_control(body) => return self.apply_control(body),
             // serde_json reports some wrong types (a number where an enum goes) as syntax
             // errors, so check the JSON itself before saying it is not JSON.
             Err(e) if e.is_data() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
@@ -249,6 +263,24 @@ impl SinkCore {
         if existing.is_some_and(|r| ev.source.cluster_time < r.cluster_time) {
             self.counters.stale_skipped += 1;
             return Outcome::Stale;
+        }
+
+        // A snapshot row carrying exactly the document held (a row read again after a crash,
+        // or a document the stream already delivered) changes nothing and teaches nothing.
+        if ev.op == Op::Read
+            && let (Some(rec), Some(after)) = (existing, ev.after)
+            && rec.doc.as_deref().is_some_and(|d| d.get() == after.get())
+        {
+            let rec = self.records.get_mut(&*ev.source.collection).and_then(|c| c.get_mut(&*ev.key));
+            if let Some(rec) = rec {
+                rec.last_id.clear();
+                rec.last_id.push_str(&ev.id);
+                rec.ts_ms = ev.ts_ms;
+                rec.cluster_time = ev.source.cluster_time;
+                rec.dirty = true;
+            }
+            self.counters.unchanged_skipped += 1;
+            return self.applied(fp, &ev.id, false, ev.ts_ms);
         }
 
         // Learn first: it is the only step that can fail, and a failure must change nothing.
@@ -302,17 +334,70 @@ impl SinkCore {
             (true, false) => self.live_records -= 1,
             _ => {}
         }
+        self.applied(fp, &ev.id, trained, ev.ts_ms)
+    }
+
+    /// Remember an applied event.
+    fn applied(&mut self, fp: u128, id: &str, trained: bool, ts_ms: i64) -> Outcome {
+        self.remember(fp, id);
+        self.counters.events_applied += 1;
+        Outcome::Applied { trained, ts_ms }
+    }
+
+    fn remember(&mut self, fp: u128, id: &str) {
         self.recent.insert(fp);
         self.fresh_ids += 1;
-        self.counters.events_applied += 1;
         match &mut self.last_event_id {
             Some(last) => {
                 last.clear();
-                last.push_str(&ev.id);
+                last.push_str(id);
             }
-            None => self.last_event_id = Some(ev.id.to_string()),
+            None => self.last_event_id = Some(id.to_string()),
         }
-        Outcome::Applied { trained, ts_ms: ev.ts_ms }
+    }
+
+    /// A snapshot control message. At a collection's `end`, every live record of it that was
+    /// last changed at or before the snapshot's `since` was neither delivered by the snapshot
+    /// nor touched by a later change: it no longer exists in MongoDB (deleted while the
+    /// bridge had lost its place), so it is removed. Control messages are never poison: one
+    /// this build cannot read is counted and skipped.
+    fn apply_control(&mut self, body: &[u8]) -> Outcome {
+        let ctl: ControlEvent = match serde_json::from_slice(body) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a snapshot control message this build cannot read");
+                self.counters.snapshot_controls += 1;
+                return Outcome::Control;
+            }
+        };
+        let fp = fingerprint(&ctl.id);
+        if self.recent.contains(fp) {
+            self.counters.duplicates_skipped += 1;
+            return Outcome::Duplicate;
+        }
+        if ctl.snapshot.phase == Phase::End
+            && let Some(coll) = self.records.get_mut(&ctl.source.collection)
+        {
+            let since = ctl.snapshot.since;
+            let mut removed = 0;
+            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.cluster_time <= since) {
+                rec.doc = None;
+                rec.version += 1;
+                rec.last_id.clone_from(&ctl.id);
+                rec.ts_ms = ctl.ts_ms;
+                rec.cluster_time = since;
+                rec.dirty = true;
+                removed += 1;
+            }
+            self.live_records -= removed;
+            self.counters.reconciled_deletes += removed;
+            if removed > 0 {
+                tracing::info!(collection = %ctl.source.collection, removed, "reconciled records the snapshot did not deliver");
+            }
+        }
+        self.remember(fp, &ctl.id);
+        self.counters.snapshot_controls += 1;
+        Outcome::Control
     }
 
     fn poison(&mut self, reason: String) -> Outcome {

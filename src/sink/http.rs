@@ -86,6 +86,24 @@ async fn metrics(State(core): State<Shared>) -> Response {
         "Messages sent to the dead-letter queue.",
         s.counters.dead_lettered as f64,
     );
+    metric(
+        "sink_unchanged_skipped_total",
+        "counter",
+        "Snapshot rows identical to the record held, applied without training.",
+        s.counters.unchanged_skipped as f64,
+    );
+    metric(
+        "sink_reconciled_deletes_total",
+        "counter",
+        "Records removed at a snapshot's end: not delivered by it, untouched since.",
+        s.counters.reconciled_deletes as f64,
+    );
+    metric(
+        "sink_snapshot_controls_total",
+        "counter",
+        "Snapshot control messages applied.",
+        s.counters.snapshot_controls as f64,
+    );
     metric("sink_model_trained_total", "counter", "Samples the model learned.", s.model.trained as f64);
     metric("sink_records", "gauge", "Live records held.", s.records as f64);
     if let Some(lag) = &s.lag_ms {
