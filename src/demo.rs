@@ -1,7 +1,7 @@
 //! `mongo-cdc demo`: the whole product in one command. On the local services it resets a demo
-//! database and queue, runs the bridge and the sink in process, streams a synthetic churn
-//! dataset (inserts, then updates and deletes) through MongoDB with live progress, and ends
-//! with the sink's stats.
+//! database and queue, seeds a synthetic churn dataset, runs the bridge and the sink in
+//! process (the bridge's snapshot carries the seeded customers), updates and deletes some
+//! customers while it runs, shows live progress, and ends with the sink's stats.
 
 use std::time::{Duration, Instant};
 
@@ -80,12 +80,37 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     Topology::new(QUEUE).delete(&rabbit.channel().await?).await?;
     let _ = std::fs::remove_dir_all(&sink.state_dir);
 
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {msg}")
+        .expect("static template")
+        .progress_chars("=> ");
+    let updates = plan.updates.min(plan.count);
+    let deletes = plan.deletes.min(plan.count);
+    let total = plan.count + updates + deletes;
+
+    // The customers exist before the bridge starts: its snapshot brings them to the sink.
+    let coll = client.database(DB).collection::<Document>(COLLECTION);
+    let seeded = bars.add(ProgressBar::new(plan.count).with_style(style.clone()).with_prefix("seeded"));
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut start = 0;
+    while start < plan.count {
+        let n = 1000.min(plan.count - start);
+        let docs: Vec<Document> = (start..start + n).map(|i| customer(&mut rng, i)).collect();
+        coll.insert_many(docs).await.context("inserting demo customers")?;
+        seeded.inc(n);
+        start += n;
+    }
+    seeded.finish();
+
     let stop = CancellationToken::new();
     let bridge_task = tokio::spawn(crate::bridge::run(bridge, stop.clone()));
     let sink = Sink::open(sink)?;
     let core = sink.core();
     let sink_task = tokio::spawn(sink.serve(stop.clone()));
-    println!("Bridge and sink started; the sink serves http://{}/stats", plan.http_addr);
+    bars.println(format!(
+        "Bridge and sink started; the bridge snapshots the {} customers, the sink serves http://{}/stats",
+        plan.count, plan.http_addr
+    ))?;
 
     // The bridge is watching once it has pinned its starting point.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -99,16 +124,8 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {msg}")
-        .expect("static template")
-        .progress_chars("=> ");
-    let updates = plan.updates.min(plan.count);
-    let deletes = plan.deletes.min(plan.count);
-    let total = plan.count + updates + deletes;
-    let written = bars.add(ProgressBar::new(total).with_style(style.clone()).with_prefix("written"));
+    let written = bars.add(ProgressBar::new(updates + deletes).with_style(style.clone()).with_prefix("changed"));
     let learned = bars.add(ProgressBar::new(total).with_style(style).with_prefix("applied"));
-
     let watch = {
         let (core, learned, stop) = (core.clone(), learned.clone(), stop.clone());
         tokio::spawn(async move {
@@ -121,16 +138,7 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
         })
     };
 
-    let coll = client.database(DB).collection::<Document>(COLLECTION);
-    let mut rng = SmallRng::seed_from_u64(42);
-    let mut start = 0;
-    while start < plan.count {
-        let n = 250.min(plan.count - start);
-        let docs: Vec<Document> = (start..start + n).map(|i| customer(&mut rng, i)).collect();
-        coll.insert_many(docs).await.context("inserting demo customers")?;
-        written.inc(n);
-        start += n;
-    }
+    // While the snapshot runs: usage changes (and so may churn), and some customers leave.
     for i in 0..updates {
         let c = customer(&mut rng, i);
         coll.replace_one(doc! {"_id": i as i64}, c).await.context("updating a demo customer")?;
@@ -142,18 +150,26 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     }
     written.finish();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Done when the snapshot's end and the last delete have both been applied.
+    let last_deleted = (deletes > 0).then(|| (plan.count - 1).to_string());
+    let deadline = Instant::now() + Duration::from_secs(180);
     let stats = loop {
-        let s = crate::sink::http::lock(&core).stats();
-        if s.counters.events_applied >= total {
+        let (s, deleted) = {
+            let core = crate::sink::http::lock(&core);
+            let deleted =
+                last_deleted.as_ref().is_none_or(|k| core.record(COLLECTION, k).is_some_and(|r| r.doc.is_none()));
+            (core.stats(), deleted)
+        };
+        if s.counters.snapshot_controls >= 2 && deleted && s.records == plan.count - deletes {
             break s;
         }
         if sink_task.is_finished() || bridge_task.is_finished() || Instant::now() > deadline {
             stop.cancel();
-            bail!("the stream stalled at {} of {total} changes applied", s.counters.events_applied);
+            bail!("the stream stalled at {} changes applied ({} records)", s.counters.events_applied, s.records);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    learned.set_length(stats.counters.events_applied);
     learned.set_position(stats.counters.events_applied);
     learned.finish_with_message(quality(&stats));
 
