@@ -35,8 +35,18 @@ async fn insert_update_replace_delete_follow_the_contract() {
     pre.update_one(doc! {"_id": "k1"}, doc! {"$set": {"v": 2}}).await.unwrap();
     pre.delete_one(doc! {"_id": "k1"}).await.unwrap();
 
-    let got = consume_until("/", &queue, LIMIT, |m| m.len() >= 7).await;
+    let got = consume_until("/", &queue, LIMIT, |m| m.len() >= 9).await;
     bridge.assert_running();
+    // The initial snapshot of the one (empty) collection that existed: its start and end.
+    let controls: Vec<_> = got[..2].iter().map(Received::json).collect();
+    assert_eq!(controls[0]["op"], "snapshot");
+    assert_eq!(controls[0]["snapshot"]["phase"], "start");
+    assert_eq!(controls[1]["snapshot"]["phase"], "end");
+    assert_eq!(controls[1]["snapshot"]["rows"], 0);
+    assert_eq!(controls[1]["source"]["collection"], "with_pre");
+    assert_eq!(controls[0]["snapshot"]["id"], controls[1]["snapshot"]["id"]);
+    assert_eq!(got[0].props.kind().as_ref().map(|s| s.as_str()), Some("snapshot"));
+    let got = &got[2..];
     let evs: Vec<_> = got.iter().map(Received::event).collect();
     let hex = oid.to_hex();
 
@@ -50,6 +60,7 @@ async fn insert_update_replace_delete_follow_the_contract() {
     assert_eq!(e["removed_fields"], json!(null));
     assert_eq!(e["source"]["db"], db_name.as_str());
     assert_eq!(e["source"]["collection"], "posts");
+    assert_eq!(e["source"]["snapshot"], "false");
     assert!(e["source"]["cluster_time"]["t"].as_u64().unwrap() > 1_600_000_000);
     assert!(e["source"]["cluster_time"]["i"].is_u64());
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;

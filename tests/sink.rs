@@ -131,7 +131,7 @@ async fn records_and_versions_match_mongodb() {
         let rec = sink_get(&senv, &format!("/records/items/{i}")).await.expect("record served");
         assert_eq!(rec["version"], json!(versions[i as usize]), "version of {i}: {rec}");
         match coll.find_one(doc! {"_id": i}).await.unwrap() {
-            Some(d) => assert_eq!(rec["doc"], Value::Object(mongo_cdc::event::doc_to_json(&d)), "doc {i}"),
+            Some(d) => assert_eq!(rec["doc"], Value::Object(mongo_cdc::bridge::encode::doc_to_json(&d)), "doc {i}"),
             None => assert_eq!(rec["doc"], Value::Null, "deleted {i}"),
         }
     }

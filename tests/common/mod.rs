@@ -405,6 +405,18 @@ pub async fn sink_get(env: &Env, path: &str) -> Option<serde_json::Value> {
     resp.json().await.ok()
 }
 
+/// GET a record from the sink and return its `doc` as the JSON text served (`None` while the
+/// sink does not answer or has no such record).
+pub async fn sink_get_raw_doc(env: &Env, path: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Rec {
+        doc: Box<serde_json::value::RawValue>,
+    }
+    let url = format!("http://{}{path}", env.get("SINK_HTTP_ADDR"));
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    serde_json::from_str::<Rec>(&text).ok().map(|r| r.doc.get().to_string())
+}
+
 /// POST JSON `body` (raw text) to the sink; returns the status and the JSON answer.
 pub async fn sink_post(env: &Env, path: &str, body: &str) -> (u16, serde_json::Value) {
     let url = format!("http://{}{path}", env.get("SINK_HTTP_ADDR"));
@@ -481,4 +493,103 @@ impl Rng {
         self.0 ^= self.0 << 17;
         (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
+}
+
+/// The snapshot part of a bridge's checkpoint (`None` once it streams, or before any).
+pub async fn snapshot_progress(client: &Client, env: &Env) -> Option<Document> {
+    checkpoint(client, env).await?.get_document("snapshot").ok().cloned()
+}
+
+/// Check that the sink of `senv` holds exactly the documents of `collections` in `db`: every
+/// document as a live record equal to its JSON form, and no other live record. Returns what
+/// differs (empty when equal).
+pub async fn sink_differs_from_mongo(senv: &Env, client: &Client, db: &str, collections: &[&str]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut total = 0u64;
+    for coll in collections {
+        let mut docs = client.database(db).collection::<Document>(coll).find(doc! {}).await.unwrap();
+        while let Some(d) = docs.next().await {
+            let d = d.unwrap();
+            total += 1;
+            let key = mongo_cdc::bridge::encode::key_string(d.get("_id").unwrap());
+            // Compared as text: the sink keeps the bridge's JSON verbatim, and parsing it back
+            // into floats could move them by an ulp.
+            let want = serde_json::to_string(&mongo_cdc::bridge::encode::doc_to_json(&d)).unwrap();
+            let path = format!("/records/{coll}/{}", percent_encode(&key));
+            match sink_get_raw_doc(senv, &path).await {
+                Some(doc) if doc == want => {}
+                Some(doc) => diffs.push(format!("{coll}/{key}: sink holds {doc} instead of {want}")),
+                None => diffs.push(format!("{coll}/{key}: missing from the sink")),
+            }
+            if diffs.len() > 20 {
+                return diffs;
+            }
+        }
+    }
+    let live = sink_get(senv, "/stats").await.and_then(|s| s["records"].as_u64());
+    if live != Some(total) {
+        diffs.push(format!("the sink holds {live:?} live records, MongoDB {total} documents"));
+    }
+    diffs
+}
+
+/// Percent-encode a path segment.
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Messages of one key in `got` go forward in `source.cluster_time` (control messages aside);
+/// returns the first key that goes back, if any.
+pub fn per_key_order_broken(got: &[serde_json::Value]) -> Option<String> {
+    let mut last: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for m in got.iter().filter(|m| m["op"] != "snapshot") {
+        let key = (m["source"]["collection"].as_str().unwrap().to_string(), m["key"].as_str().unwrap().to_string());
+        let ct = &m["source"]["cluster_time"];
+        let at = (ct["t"].as_u64().unwrap(), ct["i"].as_u64().unwrap());
+        if let Some(prev) = last.insert(key.clone(), at)
+            && prev > at
+        {
+            return Some(format!("{key:?}: {prev:?} then {at:?}"));
+        }
+    }
+    None
+}
+
+/// Random inserts, updates and deletes over keys `0..keys` (and new keys above), paced, until
+/// `stop` says so or `max` writes; returns how many were made. Documents carry `x`, `qty` and
+/// `label`.
+pub fn churn(
+    client: Client,
+    db: String,
+    coll: &str,
+    keys: i64,
+    max: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<u64> {
+    let coll = coll.to_string();
+    tokio::spawn(async move {
+        let coll = client.database(&db).collection::<Document>(&coll);
+        let mut rng = Rng::new(5);
+        let mut n = 0;
+        while n < max && stop.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            let key = ((rng.unit() + 1.0) / 2.0 * (keys as f64 * 1.2)) as i64;
+            let pick = rng.unit();
+            let result = if pick < -0.3 {
+                coll.update_one(doc! {"_id": key}, doc! {"$inc": {"qty": 1}}).await.map(|_| ())
+            } else if pick < 0.2 {
+                coll.delete_one(doc! {"_id": key}).await.map(|_| ())
+            } else {
+                coll.replace_one(doc! {"_id": key}, doc! {"x": pick, "qty": n as i64, "label": pick > 0.6})
+                    .upsert(true)
+                    .await
+                    .map(|_| ())
+            };
+            result.unwrap();
+            n += 1;
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        n
+    })
 }
