@@ -89,7 +89,9 @@ async fn bridge_kill9(n: u64, kills: usize, seed: u64) -> Row {
     let retries = writer.retries();
     let finished = writer.finish(LIMIT).await;
     row.note(format!("kills at (documents written / messages in the queue): {}", at.join(", ")));
-    row.note(format!("writer still writing at the last kill: {during}; writer finished: {finished} ({retries} retries)"));
+    row.note(format!(
+        "writer still writing at the last kill: {during}; writer finished: {finished} ({retries} retries)"
+    ));
     bridge_tally(&mut row, &queue, n, &mut bridge).await;
     row.note(format!(
         "duplicates allowed by design: at most one confirm window ({WINDOW}) per kill, so ≤ {}",
@@ -162,12 +164,17 @@ async fn secantus_restart(n: u64, restarts: usize, seed: u64) -> Row {
         let at = writer.written();
         let down = Instant::now();
         mongo.restart().await;
-        row.note(format!("restart {}: at {at} documents written; answering again after {:.1} s", k + 1, down.elapsed().as_secs_f64()));
+        row.note(format!(
+            "restart {}: at {at} documents written; answering again after {:.1} s",
+            k + 1,
+            down.elapsed().as_secs_f64()
+        ));
     }
     let during = !writer.is_finished();
     let retries = writer.retries();
     let finished = writer.finish(LIMIT).await;
-    let stored = client.database(&db).collection::<Document>("events").count_documents(doc! {}).await.unwrap_or_default();
+    let stored =
+        client.database(&db).collection::<Document>("events").count_documents(doc! {}).await.unwrap_or_default();
     row.note(format!("writer still writing after the last restart: {during}; finished: {finished}; {retries} retried batches; {stored} documents stored"));
     let failures = strip_ansi(&bridge.output()).matches("MongoDB failed").count();
     bridge_tally(&mut row, &queue, n, &mut bridge).await;
@@ -224,7 +231,11 @@ async fn sink_tally(row: &mut Row, senv: &Env, queue: &str, n: u64, mut sink: Pr
             bad.push(format!("{k}: {}", truncate(&r.to_string(), 120)));
         }
     }
-    row.note(format!("{sample} sampled records: {} wrong{}", bad.len(), if bad.is_empty() { String::new() } else { format!(" ({})", bad.join("; ")) }));
+    row.note(format!(
+        "{sample} sampled records: {} wrong{}",
+        bad.len(),
+        if bad.is_empty() { String::new() } else { format!(" ({})", bad.join("; ")) }
+    ));
     let mut sink = sink;
     let _ = sink.terminate(Duration::from_secs(60)).await;
     row.pass = row.lost == 0
@@ -307,7 +318,10 @@ async fn slow_consumer(n: u64, small_backlog: u64) -> Row {
     let status = sink.terminate(Duration::from_secs(60)).await;
     drop(sink);
     let (rss0, _) = rss_kb(bridge.pid()).unwrap_or_default();
-    row.note(format!("warm-up: {warm} changes through bridge and sink, sink stopped ({status}); bridge RSS then {} MB", rss0 / 1024));
+    row.note(format!(
+        "warm-up: {warm} changes through bridge and sink, sink stopped ({status}); bridge RSS then {} MB",
+        rss0 / 1024
+    ));
 
     // The stream, with the bridge's memory and the queue sampled as it grows.
     let pid = bridge.pid();
@@ -408,7 +422,8 @@ async fn poison_mix(copies: usize, n_good: u32, seed: u64) -> Row {
     publish_raw("/", &queue, &bodies).await;
     let n_poison = poison.len() as u64;
     let total = u64::from(n_good) + n_poison;
-    let s = settle_stats(&senv, STALL, LIMIT, |s| count(s, "events_applied") + count(s, "dead_lettered") >= total).await;
+    let s =
+        settle_stats(&senv, STALL, LIMIT, |s| count(s, "events_applied") + count(s, "dead_lettered") >= total).await;
 
     // The dead-letter queue holds exactly the poison.
     let (_, dead) = drain("/", &format!("{queue}.dlq"), LIMIT, true).await;
@@ -458,7 +473,11 @@ async fn poison_mix(copies: usize, n_good: u32, seed: u64) -> Row {
             let back = sink_get(&senv, "/stats").await.unwrap_or_default();
             let _ = again.terminate(Duration::from_secs(60)).await;
             let same = count(&back, "events_applied") == count(&s, "events_applied") && trained(&back) == trained(&s);
-            row.note(format!("restarted from its checkpoint: events_applied {}, trained {} (same as before the stop: {same})", count(&back, "events_applied"), trained(&back)));
+            row.note(format!(
+                "restarted from its checkpoint: events_applied {}, trained {} (same as before the stop: {same})",
+                count(&back, "events_applied"),
+                trained(&back)
+            ));
             same
         }
         Err(log) => {
@@ -490,7 +509,10 @@ async fn poison_mix(copies: usize, n_good: u32, seed: u64) -> Row {
         for kind in &missing {
             let body = &poison.iter().find(|(k, _)| k == kind).unwrap().1;
             if let Err(e) = serde_json::from_slice::<mongo_cdc::event::ChangeEvent>(body) {
-                row.note(format!("`{kind}`: the contract type `event::ChangeEvent` refuses it ({}), the sink applied it", truncate(&e.to_string(), 100)));
+                row.note(format!(
+                    "`{kind}`: the contract type `event::ChangeEvent` refuses it ({}), the sink applied it",
+                    truncate(&e.to_string(), 100)
+                ));
             }
         }
     }
@@ -541,11 +563,15 @@ async fn poison_mix(copies: usize, n_good: u32, seed: u64) -> Row {
 async fn collect(queue: &str, want: usize, stall: Duration) -> (Vec<Value>, Vec<String>) {
     let mut got = Vec::new();
     let mut sizes = Vec::new();
-    let Ok(conn) = Connection::connect(&amqp_uri("/"), ConnectionProperties::default()).await else { return (got, sizes) };
+    let Ok(conn) = Connection::connect(&amqp_uri("/"), ConnectionProperties::default()).await else {
+        return (got, sizes);
+    };
     let Ok(ch) = conn.create_channel().await else { return (got, sizes) };
     let _ = ch.basic_qos(10, BasicQosOptions::default()).await;
     let opts = BasicConsumeOptions { no_ack: true, ..Default::default() };
-    let Ok(mut consumer) = ch.basic_consume(queue.into(), unique("zoo").as_str().into(), opts, FieldTable::default()).await else {
+    let Ok(mut consumer) =
+        ch.basic_consume(queue.into(), unique("zoo").as_str().into(), opts, FieldTable::default()).await
+    else {
         return (got, sizes);
     };
     while got.len() < want {
@@ -573,7 +599,12 @@ fn same_instant(a: &str, b: &str) -> bool {
             _ => s.to_string(),
         }
     };
-    a.ends_with('Z') && b.ends_with('Z') && a.len() >= 19 && b.len() >= 19 && a.as_bytes()[10] == b'T' && norm(a) == norm(b)
+    a.ends_with('Z')
+        && b.ends_with('Z')
+        && a.len() >= 19
+        && b.len() >= 19
+        && a.as_bytes()[10] == b'T'
+        && norm(a) == norm(b)
 }
 
 /// Compare JSON; return the paths that differ (with both values, truncated) and the paths
@@ -600,9 +631,13 @@ fn diff(path: &str, want: &Value, got: &Value, raw: &str, out: &mut Vec<String>,
                 diff(&format!("{path}[{i}]"), x, y, raw, out, forms);
             }
         }
-        (Value::String(a), Value::String(b)) if a != b && same_instant(a, b) => forms.push(format!("{path}: {a} arrives as {b}")),
+        (Value::String(a), Value::String(b)) if a != b && same_instant(a, b) => {
+            forms.push(format!("{path}: {a} arrives as {b}"))
+        }
         (a, b) if a == b => {}
-        (a, b) => out.push(format!("{path}: want {} got {}", truncate(&a.to_string(), 80), truncate(&b.to_string(), 80))),
+        (a, b) => {
+            out.push(format!("{path}: want {} got {}", truncate(&a.to_string(), 80), truncate(&b.to_string(), 80)))
+        }
     }
 }
 
@@ -634,8 +669,16 @@ async fn bridge_bad_input() -> Row {
         bson_size.insert(s.name, size);
         match db.run_command(doc! {"insert": "zoo", "documents": [s.doc.clone()]}).await {
             Ok(r) if r.get("writeErrors").is_none() => expect.push((s.key, "c", s.after, s.name.to_string())),
-            Ok(r) => row.note(format!("`{}` ({size} B BSON) refused by SecantusDB: {}", s.name, truncate(&r.to_string(), 160))),
-            Err(e) => row.note(format!("`{}` ({size} B BSON) refused by SecantusDB: {}", s.name, truncate(&e.to_string(), 160))),
+            Ok(r) => row.note(format!(
+                "`{}` ({size} B BSON) refused by SecantusDB: {}",
+                s.name,
+                truncate(&r.to_string(), 160)
+            )),
+            Err(e) => row.note(format!(
+                "`{}` ({size} B BSON) refused by SecantusDB: {}",
+                s.name,
+                truncate(&e.to_string(), 160)
+            )),
         }
     }
     // What the server stored: where it changed a value on the way in (SecantusDB decodes
@@ -650,10 +693,18 @@ async fn bridge_bad_input() -> Row {
             continue;
         };
         for (k, v) in &s.doc {
-            let same = |a: Option<&mongodb::bson::Bson>| a.map(|a| mongodb::bson::to_vec(&doc! {"v": a.clone()}).ok()) == Some(mongodb::bson::to_vec(&doc! {"v": v.clone()}).ok());
+            let same = |a: Option<&mongodb::bson::Bson>| {
+                a.map(|a| mongodb::bson::to_vec(&doc! {"v": a.clone()}).ok())
+                    == Some(mongodb::bson::to_vec(&doc! {"v": v.clone()}).ok())
+            };
             if !same(stored.get(k)) {
                 let now = stored.get(k).cloned().unwrap_or(mongodb::bson::Bson::Null);
-                row.note(format!("`{}`: SecantusDB stored `{k}` as {} (inserted {}), so that is what the bridge must deliver", s.name, truncate(&format!("{now:?}"), 90), truncate(&format!("{v:?}"), 90)));
+                row.note(format!(
+                    "`{}`: SecantusDB stored `{k}` as {} (inserted {}), so that is what the bridge must deliver",
+                    s.name,
+                    truncate(&format!("{now:?}"), 90),
+                    truncate(&format!("{v:?}"), 90)
+                ));
                 e.2[k.as_str()] = corpus::oracle(&now);
             }
         }
@@ -661,7 +712,11 @@ async fn bridge_bad_input() -> Row {
 
     // An update of the big document: the looked-up full document is near 16 MB again.
     if let Some((_, _, after, _)) = expect.iter().find(|e| e.0 == "big-15.5MB").cloned() {
-        match db.collection::<Document>("zoo").update_one(doc! {"_id": "big-15.5MB"}, doc! {"$set": {"updated": true}}).await {
+        match db
+            .collection::<Document>("zoo")
+            .update_one(doc! {"_id": "big-15.5MB"}, doc! {"$set": {"updated": true}})
+            .await
+        {
             Ok(_) => {
                 let mut after = after;
                 after.as_object_mut().unwrap().insert("updated".into(), Value::Bool(true));
@@ -683,13 +738,20 @@ async fn bridge_bad_input() -> Row {
         let found = got.iter().position(|m| m["key"] == key.as_str() && m["op"] == *op);
         let Some(i) = found else {
             let reported = log.lines().any(|l| (l.contains("ERROR") || l.contains("WARN")) && l.contains(key.as_str()));
-            problems.push(format!("`{name}` did not arrive ({})", if reported { "reported in the bridge log" } else { "NOT reported" }));
+            problems.push(format!(
+                "`{name}` did not arrive ({})",
+                if reported { "reported in the bridge log" } else { "NOT reported" }
+            ));
             continue;
         };
         let (mut out, mut forms) = (Vec::new(), Vec::new());
         diff("after", after, &got[i]["after"], &sizes[i], &mut out, &mut forms);
         for f in forms {
-            let why = if f.contains("exactly") { "" } else { " (same instant; RFC 3339 drops trailing zeros, the README table says milliseconds)" };
+            let why = if f.contains("exactly") {
+                ""
+            } else {
+                " (same instant; RFC 3339 drops trailing zeros, the README table says milliseconds)"
+            };
             row.note(format!("`{name}`: {f}{why}"));
         }
         if out.is_empty() {
@@ -702,16 +764,23 @@ async fn bridge_bad_input() -> Row {
                 ));
             }
         } else {
-            problems.push(format!("`{name}` arrived changed: {}", out.iter().take(4).cloned().collect::<Vec<_>>().join("; ")));
+            problems.push(format!(
+                "`{name}` arrived changed: {}",
+                out.iter().take(4).cloned().collect::<Vec<_>>().join("; ")
+            ));
         }
     }
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("panicked")).collect();
     row.written = expect.len() as u64;
-    row.delivered = expect.iter().filter(|(k, op, ..)| got.iter().any(|m| m["key"] == k.as_str() && m["op"] == *op)).count() as u64;
+    row.delivered =
+        expect.iter().filter(|(k, op, ..)| got.iter().any(|m| m["key"] == k.as_str() && m["op"] == *op)).count() as u64;
     row.lost = row.written - row.delivered;
     let ids: std::collections::HashSet<&str> = got.iter().filter_map(|m| m["id"].as_str()).collect();
     row.duplicated = got.len() as u64 - ids.len() as u64;
-    row.note(format!("{intact} of {} changes arrived with the documented JSON (equivalent forms noted above)", expect.len()));
+    row.note(format!(
+        "{intact} of {} changes arrived with the documented JSON (equivalent forms noted above)",
+        expect.len()
+    ));
     for p in &problems {
         row.note(p.clone());
     }
@@ -720,7 +789,119 @@ async fn bridge_bad_input() -> Row {
         errors.len(),
         errors.first().map_or(String::new(), |e| format!(" (first: {})", truncate(e, 160)))
     ));
-    row.pass = problems.iter().all(|p| p.contains("reported in the bridge log")) && alive && status.success() && !log.contains("panicked");
+    row.pass = problems.iter().all(|p| p.contains("reported in the bridge log"))
+        && alive
+        && status.success()
+        && !log.contains("panicked");
+    delete_topology("/", &queue).await;
+    row.secs = t0.elapsed().as_secs_f64();
+    row
+}
+
+/// Scenario 8: `kill -9` the bridge `kills` times during the snapshot of `n` existing
+/// documents while writes run (inserts, updates and deletes of keys being snapshotted),
+/// restarting it each time; the sink must end equal to MongoDB.
+async fn snapshot_kill9(n: u64, kills: usize, seed: u64) -> Row {
+    let t0 = Instant::now();
+    let mut row = Row::new(format!("kill -9 the bridge {kills}× during a snapshot of {n} documents, writes running"));
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db = unique("chaos_snap");
+    let queue = unique("q_chaos_snap");
+    let state = tempfile::tempdir().unwrap();
+    let coll = client.database(&db).collection::<Document>("orders");
+    for start in (0..n as i64).step_by(1000) {
+        let docs: Vec<Document> = (start..(start + 1000).min(n as i64))
+            .map(|i| {
+                let x = Rng::new(i as u64 + 1).unit();
+                doc! {"_id": i, "x": x, "qty": i % 50, "label": x > 0.0}
+            })
+            .collect();
+        coll.insert_many(docs).await.unwrap();
+    }
+    let benv = Env::bridge(&mongo.uri(), &db, &queue).set("CDC_CONFIRM_WINDOW", &WINDOW.to_string());
+    let senv = sink_env(&queue, state.path(), "x", "label");
+    let mut sink = start_sink(&senv).await;
+    let mut bridge = start_bridge(&client, &benv).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = churn(client.clone(), db.clone(), "orders", n as i64, u64::MAX, stop.clone());
+
+    let mut rng = Rng::new(mix(seed));
+    let mut at = Vec::new();
+    let mut during = true;
+    for point in random_points(&mut rng, kills, n, 0.05, 0.9) {
+        let reached = tokio::time::timeout(LIMIT, async {
+            loop {
+                let rows = snapshot_progress(&client, &benv)
+                    .await
+                    .and_then(|p| p.get_document("current").ok().and_then(|c| c.get_i64("rows").ok()));
+                match rows {
+                    Some(r) if r as u64 >= point => return Some(r),
+                    None if checkpoint(&client, &benv).await.is_some_and(|c| !c.contains_key("snapshot")) => {
+                        return None;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        during &= reached.is_some();
+        bridge.kill9();
+        at.push(format!("{}", reached.map_or("after the end".into(), |r| r.to_string())));
+        bridge = Proc::start(&["bridge"], &benv);
+    }
+    row.note(format!("kills at (rows confirmed in the checkpoint): {}", at.join(", ")));
+    let done = tokio::time::timeout(LIMIT, async {
+        while !checkpoint(&client, &benv).await.is_some_and(|c| !c.contains_key("snapshot")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok();
+    stop.store(1, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap_or_default();
+    coll.insert_one(doc! {"_id": "zz_marker"}).await.unwrap();
+    let marker = tokio::time::timeout(LIMIT, async {
+        while sink_get(&senv, "/records/orders/zz_marker").await.is_none_or(|r| r["doc"].is_null()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok();
+    let diffs = sink_differs_from_mongo(&senv, &client, &db, &["orders"]).await;
+    let docs = coll.count_documents(doc! {}).await.unwrap_or_default();
+    let s = sink_get(&senv, "/stats").await.unwrap_or_default();
+    row.written = n;
+    row.lost = diffs.len() as u64;
+    row.delivered = n.saturating_sub(row.lost);
+    row.duplicated = count(&s, "duplicates_skipped") + count(&s, "unchanged_skipped");
+    row.note(format!(
+        "{written} writes while the snapshot ran; snapshot complete: {done}; marker through: {marker}; MongoDB holds {docs} documents at the end"
+    ));
+    row.note(format!(
+        "sink: {} records, events_applied {}, duplicates_skipped {}, unchanged_skipped {}, stale_skipped {}, snapshot_controls {}",
+        count(&s, "records"),
+        count(&s, "events_applied"),
+        count(&s, "duplicates_skipped"),
+        count(&s, "unchanged_skipped"),
+        count(&s, "stale_skipped"),
+        count(&s, "snapshot_controls"),
+    ));
+    row.note(format!(
+        "the sink's records against MongoDB's documents, by count and content: {}",
+        if diffs.is_empty() {
+            "equal".to_string()
+        } else {
+            format!("{} differences, the first: {}", diffs.len(), diffs[0])
+        }
+    ));
+    let alive = alive(bridge.pid());
+    let status = bridge.terminate(Duration::from_secs(60)).await;
+    let _ = sink.terminate(Duration::from_secs(60)).await;
+    row.note(format!("bridge alive at the end: {alive}, SIGTERM → {status}"));
+    row.pass = diffs.is_empty() && during && done && marker && alive && status.success() && written > 0;
     delete_topology("/", &queue).await;
     row.secs = t0.elapsed().as_secs_f64();
     row
@@ -730,7 +911,11 @@ async fn bridge_bad_input() -> Row {
 // The suite.
 
 /// Run one scenario in its own task, bounded by `limit`; a panic or a timeout is a failed row.
-async fn bounded(name: &str, limit: Duration, scenario: impl std::future::Future<Output = Row> + Send + 'static) -> Row {
+async fn bounded(
+    name: &str,
+    limit: Duration,
+    scenario: impl std::future::Future<Output = Row> + Send + 'static,
+) -> Row {
     println!("--- {name}");
     let t0 = Instant::now();
     let mut task = tokio::spawn(scenario);
@@ -738,7 +923,11 @@ async fn bounded(name: &str, limit: Duration, scenario: impl std::future::Future
         Ok(Ok(row)) => row,
         Ok(Err(e)) => {
             let msg = match e.try_into_panic() {
-                Ok(p) => p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default(),
+                Ok(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default(),
                 Err(e) => e.to_string(),
             };
             let mut r = Row::new(name);
@@ -778,7 +967,7 @@ async fn chaos_small_poison() {
     assert_row(&bounded("poison (small)", Duration::from_secs(180), poison_mix(1, 200, seed())).await);
 }
 
-/// `make chaos`: all seven scenarios at full scale, one after the other; writes
+/// `make chaos`: all eight scenarios at full scale, one after the other; writes
 /// `bench/RELIABILITY.md`, then fails if any row falls short. `CHAOS_ONLY=5,7` runs only
 /// those scenarios (and writes no report); `CHAOS_SEED` repeats the kill moments of a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -786,7 +975,8 @@ async fn chaos_small_poison() {
 async fn full_chaos_suite() {
     let seed = seed();
     println!("CHAOS_SEED={seed}");
-    let only: Option<Vec<usize>> = std::env::var("CHAOS_ONLY").ok().map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let only: Option<Vec<usize>> =
+        std::env::var("CHAOS_ONLY").ok().map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     let t0 = Instant::now();
     let min = |m: u64| Duration::from_secs(60 * m);
     type Scenario = std::pin::Pin<Box<dyn std::future::Future<Output = Row> + Send>>;
@@ -798,6 +988,7 @@ async fn full_chaos_suite() {
         ("5 slow consumer", min(15), Box::pin(slow_consumer(50_000, 10_000))),
         ("6 poison to the sink", min(10), Box::pin(poison_mix(3, 5_000, seed + 5))),
         ("7 bad input to the bridge", min(10), Box::pin(bridge_bad_input())),
+        ("8 bridge kill -9 during a snapshot", min(15), Box::pin(snapshot_kill9(50_000, 5, seed + 7))),
     ];
     let mut rows = Vec::new();
     for (i, (name, limit, scenario)) in all.into_iter().enumerate() {
