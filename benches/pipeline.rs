@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mongo_cdc::event::{ChangeEvent, ClusterTime, token_cluster_time};
+use mongo_cdc::bridge::encode::{self, RowSource, token_cluster_time};
+use mongo_cdc::event::{ChangeEvent, ClusterTime, Envelope, SnapshotMark};
 use mongo_cdc::ml::{ModelConfig, OnlineModel, Task};
 use mongo_cdc::mq::topology::Topology;
 use mongo_cdc::sink::core::{Outcome, SinkCore, Spec};
@@ -107,6 +108,11 @@ pub struct Run {
     /// does, published pipelined with confirms; no checkpoints.
     pub raw_pipe_per_s: f64,
     pub bridge_per_s: f64,
+    /// The bench's minimal snapshot: a plain `find` over the backlog's 50,000 documents, each
+    /// encoded as a snapshot row and published pipelined with confirms.
+    pub raw_find_pipe_per_s: f64,
+    /// The bridge snapshots the same documents (rows published and confirmed, per second).
+    pub snapshot_per_s: f64,
     /// Offered load -> latency.
     pub e2e_latency_ms: BTreeMap<u32, Latency>,
     pub sink_apply_per_s: f64,
@@ -264,6 +270,22 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
     );
     run.message_bytes = template.len();
 
+    // The backlog's documents, snapshotted: the bench's minimal find -> publish pipe, and the
+    // bridge's snapshot, taking turns at going first.
+    for step in if index % 2 == 0 { ["find", "snapshot"] } else { ["snapshot", "find"] } {
+        if step == "find" {
+            let meter = Meter::start(&servers);
+            run.raw_find_pipe_per_s = raw_find_pipe(&client, &db, n).await;
+            run.usage.insert("raw_find_pipe".into(), meter.stop(&[]));
+        } else {
+            let (rate, rss, usage) = snapshot_drain(&client, &mongo.uri(), &db, n, &servers).await;
+            run.snapshot_per_s = rate;
+            run.bridge_rss_mb.insert("snapshot".into(), rss);
+            run.usage.insert("snapshot".into(), usage);
+        }
+    }
+    eprintln!("   minimal find pipe {:.0}/s, snapshot {:.0}/s", run.raw_find_pipe_per_s, run.snapshot_per_s);
+
     // The bridge's 50,000 messages are the sink's backlog.
     let drained = sink_drain(&queue, n, &servers).await;
     run.sink_e2e_per_s = drained.per_s;
@@ -278,7 +300,7 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
 
     // The broker's ceiling, with a message exactly like the bridge's.
     let ev: ChangeEvent = serde_json::from_slice(&template).expect("the template is a ChangeEvent");
-    let props = workload::bridge_properties(&ev.id, &ev.source.db, ev.ts_ms);
+    let props = Envelope::of(&ev).properties();
     for how in Confirms::ALL {
         let meter = Meter::start(&servers[1..]);
         let rate = raw_publish(&template, &props, n, how).await;
@@ -368,7 +390,7 @@ async fn raw_read(client: &Client, db: &str, start_at: Timestamp, n: u64, bridge
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let ev = ChangeEvent::from_change(&first.expect("a change")).expect("a contract change").expect("an insert");
+    let ev = encode::change(&first.expect("a change")).expect("a contract change").expect("an insert");
     (rate, ev.to_json())
 }
 
@@ -408,8 +430,8 @@ async fn raw_pipe(client: &Client, db: &str, start_at: Timestamp, n: u64) -> f64
         while seen < n {
             if let Some(change) = stream.next_if_any().await.expect("read the change stream") {
                 seen += 1;
-                let ev = ChangeEvent::from_change(&change).expect("a contract change").expect("an insert");
-                let props = workload::bridge_properties(&ev.id, &ev.source.db, ev.ts_ms);
+                let ev = encode::change(&change).expect("a contract change").expect("an insert");
+                let props = Envelope::of(&ev).properties();
                 if tx.send((ev.to_json(), props)).await.is_err() {
                     return;
                 }
@@ -464,6 +486,86 @@ async fn bridge_drain(
     assert!(bridge.terminate(LIMIT).await.success(), "bridge did not stop:\n{}", bridge.output());
     assert_eq!(probe.len(&queue).await, Some(n as u32), "exactly one message per change");
     probe.close().await;
+    (n as f64 / secs, rss, usage)
+}
+
+/// The bench's minimal snapshot: a plain `find` over the `n` documents of the backlog's
+/// collection, each encoded as a snapshot row in a reader task and published with the
+/// bridge's properties, 64 publishes in flight and at most 512 unconfirmed, to a fresh queue.
+/// Rows per second, from the `find` to the last confirm.
+async fn raw_find_pipe(client: &Client, db: &str, n: u64) -> f64 {
+    let queue = queue_name("q_bench_find");
+    let (conn, ch) = amqp::confirm_channel("/").await;
+    Topology::new(&queue).declare(&ch).await.expect("declare the queue");
+    let start = Instant::now();
+    let mut cursor =
+        client.database(db).collection::<Document>(COLLECTION).find(doc! {}).batch_size(1000).await.expect("find");
+    let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, lapin::BasicProperties)>(512);
+    let db_name = db.to_string();
+    let reader = tokio::spawn(async move {
+        use futures::TryStreamExt;
+        let at = RowSource {
+            snapshot_id: "bench",
+            db: &db_name,
+            collection: COLLECTION,
+            read_at: ClusterTime::default(),
+            ts_ms: 0,
+        };
+        while let Some(d) = cursor.try_next().await.expect("read the collection") {
+            let ev = encode::row(&d, &at, SnapshotMark::True).expect("a row");
+            if tx.send((ev.to_json(), Envelope::of(&ev).properties())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let messages = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let published = tokio::time::timeout(LIMIT, amqp::publish_stream(&ch, &queue, messages, 64, 512))
+        .await
+        .expect("the minimal find pipe finished in time");
+    let secs = start.elapsed().as_secs_f64();
+    reader.await.expect("reader");
+    assert_eq!(published, n);
+    let _ = conn.close(200, "done".into()).await;
+    delete_topology("/", &queue).await;
+    n as f64 / secs
+}
+
+/// Start a bridge with no checkpoint on `db` (its `n` documents) and time it from spawn until
+/// the queue holds every row (and the collection's two control messages) and the checkpoint
+/// says the snapshot is complete. Returns rows/s, peak MiB and the CPU of the bridge and of
+/// the `servers`.
+async fn snapshot_drain(
+    client: &Client,
+    uri: &str,
+    db: &str,
+    n: u64,
+    servers: &[(&'static str, Option<u32>)],
+) -> (f64, f64, Usage) {
+    let queue = queue_name("q_bench_snap");
+    let env = Env::bridge(uri, db, &queue);
+    let mut probe = QueueProbe::connect("/").await;
+    let meter = Meter::start(servers);
+    let start = Instant::now();
+    let mut bridge = Proc::start(&["bridge"], &env);
+    let (mut published, mut complete) = (false, false);
+    while !(published && complete) {
+        bridge.assert_running();
+        assert!(start.elapsed() < LIMIT, "the snapshot of {n} documents took over {LIMIT:?}:\n{}", bridge.output());
+        tokio::time::sleep(POLL).await;
+        if !published {
+            published = probe.len(&queue).await.is_some_and(|c| u64::from(c) >= n + 2);
+        }
+        if published && !complete {
+            complete = checkpoint(client, &env).await.is_some_and(|c| !c.contains_key("snapshot"));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rss = peak_rss_mb(bridge.pid());
+    let usage = meter.stop(&[("bridge", bridge.pid())]);
+    assert!(bridge.terminate(LIMIT).await.success(), "bridge did not stop:\n{}", bridge.output());
+    assert_eq!(probe.len(&queue).await, Some(n as u32 + 2), "one row per document, and a start and an end");
+    probe.close().await;
+    delete_topology("/", &queue).await;
     (n as f64 / secs, rss, usage)
 }
 

@@ -81,6 +81,9 @@ struct Summary {
     raw_read_stream: Figure,
     raw_pipe: Figure,
     bridge: Figure,
+    raw_find_pipe: Figure,
+    snapshot: Figure,
+    snapshot_ratio_runs: Vec<f64>,
     bridge_ratio: f64,
     bridge_ratio_stream: f64,
     bridge_ratio_runs: Vec<f64>,
@@ -109,6 +112,9 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
     let raw_read_stream = Figure::of(runs, |r| r.raw_read_bridge_stream_per_s);
     let raw_pipe = Figure::of(runs, |r| r.raw_pipe_per_s);
     let bridge = Figure::of(runs, |r| r.bridge_per_s);
+    let raw_find_pipe = Figure::of(runs, |r| r.raw_find_pipe_per_s);
+    let snapshot = Figure::of(runs, |r| r.snapshot_per_s);
+    let snapshot_ratio_runs = runs.iter().map(|r| r.snapshot_per_s / r.raw_find_pipe_per_s).collect();
     let bridge_ratio = bridge.median / best.1.median.min(raw_read.median);
     let bridge_ratio_stream = bridge.median / best.1.median.min(raw_read_stream.median);
     let bridge_ratio_runs =
@@ -136,6 +142,13 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
     let sink_after = Figure::of(runs, |r| r.sink_after_mb);
     let goals = vec![
         Goal { key: "bridge_ratio", text: "≥ 0.9".into(), value: bridge_ratio, target: 0.9, at_least: true },
+        Goal {
+            key: "snapshot_ratio",
+            text: "≥ 0.9".into(),
+            value: snapshot.median / raw_find_pipe.median,
+            target: 0.9,
+            at_least: true,
+        },
         Goal {
             key: "sink_apply_per_s",
             text: "≥ 1,000,000/s".into(),
@@ -170,6 +183,9 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
         raw_read_stream,
         raw_pipe,
         bridge,
+        raw_find_pipe,
+        snapshot,
+        snapshot_ratio_runs,
         bridge_ratio,
         bridge_ratio_stream,
         bridge_ratio_runs,
@@ -313,6 +329,9 @@ fn results_json(params: &Params, runs: &[Run], s: &Summary, date: &str, load_sta
         "raw_pipe_per_s": round(s.raw_pipe.median),
         "bridge_per_s": round(s.bridge.median),
         "bridge_ratio": round(s.bridge_ratio),
+        "raw_find_pipe_per_s": round(s.raw_find_pipe.median),
+        "snapshot_per_s": round(s.snapshot.median),
+        "snapshot_ratio": round(s.snapshot.median / s.raw_find_pipe.median),
         "e2e_latency_ms": e2e,
         "sink_apply_per_s": round(s.sink_apply.median),
         "sink_e2e_per_s": round(s.sink_e2e.median),
@@ -334,6 +353,9 @@ fn results_json(params: &Params, runs: &[Run], s: &Summary, date: &str, load_sta
             "raw_pipe_per_s": s.raw_pipe.json()["runs"],
             "bridge_per_s": s.bridge.json()["runs"],
             "bridge_ratio": s.bridge_ratio_runs.iter().map(|&v| round(v)).collect::<Vec<_>>(),
+            "raw_find_pipe_per_s": s.raw_find_pipe.json()["runs"],
+            "snapshot_per_s": s.snapshot.json()["runs"],
+            "snapshot_ratio": s.snapshot_ratio_runs.iter().map(|&v| round(v)).collect::<Vec<_>>(),
             "e2e_latency_ms": e2e_runs,
             "sink_apply_per_s": s.sink_apply.json()["runs"],
             "sink_e2e_per_s": s.sink_e2e.json()["runs"],
@@ -450,6 +472,23 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
         "| `bridge_per_s / raw_pipe_per_s` | {:.2} | | (extra: against the bench's minimal bridge on the same machine) | |",
         s.bridge.median / s.raw_pipe.median
     );
+    let _ = writeln!(
+        o,
+        "| `raw_find_pipe_per_s` | {} | {} | ceiling for a snapshot: the bench's minimal `find` -> publish pipe | |",
+        per_s(s.raw_find_pipe.median),
+        runs_text(&s.raw_find_pipe, thousands)
+    );
+    let _ =
+        writeln!(o, "| `snapshot_per_s` | {} | {} | | |", per_s(s.snapshot.median), runs_text(&s.snapshot, thousands));
+    let g = goal("snapshot_ratio");
+    let _ = writeln!(
+        o,
+        "| `snapshot_ratio` = snapshot / minimal find pipe | {:.2} | {} | {} | {} |",
+        g.value,
+        s.snapshot_ratio_runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" · "),
+        g.text,
+        g.verdict()
+    );
     for (rate, [p50, p95, p99], achieved, _) in &s.e2e {
         let _ = writeln!(
             o,
@@ -537,6 +576,8 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
         ("raw read, bridge's stream", "raw_read_bridge_stream", s.raw_read_stream.median),
         ("minimal pipe (read + publish)", "raw_pipe", s.raw_pipe.median),
         ("bridge drains the backlog", "bridge", s.bridge.median),
+        ("minimal find pipe (find + publish)", "raw_find_pipe", s.raw_find_pipe.median),
+        ("bridge snapshots the documents", "snapshot", s.snapshot.median),
         ("raw publish (best strategy)", best_key.as_str(), s.best.1.median),
         ("sink drains the queue", "sink", s.sink_e2e.median),
     ];
@@ -560,7 +601,7 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
                 })
                 .collect::<Vec<_>>(),
         );
-        let own = if key == "bridge" {
+        let own = if key == "bridge" || key == "snapshot" {
             cpu("bridge")
         } else if key == "sink" {
             cpu("sink")
@@ -609,9 +650,9 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
         "- **`raw_read_per_s`.** The mongodb driver opens a plain change stream on the database (default options) with \
          `startAtOperationTime` before a backlog of {} inserts and reads them all with `next_if_any`, publishing nothing; \
          timed from opening the stream. `raw_read_bridge_stream_per_s` is the same read with the stream the bridge opens \
-         (as `src/bridge/mod.rs` does today: `fullDocument: updateLookup`, `fullDocumentBeforeChange: whenAvailable`, \
+         (as `src/bridge/mod.rs` does: `fullDocument: updateLookup`, `fullDocumentBeforeChange: whenAvailable`, \
          batches of 1000): what SecantusDB can serve the bridge at best. `raw_pipe_per_s` is a minimal bridge inside the bench: that stream, each change \
-         encoded with `ChangeEvent::from_change` and `to_json` in a reader task, published with the bridge's properties, \
+         encoded with `encode::change` and `to_json` in a reader task, published with the bridge's properties, \
          64 publishes in flight and at most 512 unconfirmed, no checkpoints; it shows what reading and publishing at \
          the same time, on one machine, allow.",
         thousands(params.backlog as f64)
@@ -623,6 +664,17 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
          reached the cluster time of the last insert (polled every {} ms). The four readers of the backlog (plain read, \
          read with the bridge's options, minimal pipe, bridge) take turns at going first. `bridge_ratio` = `bridge_per_s / min(raw_publish_per_s, raw_read_per_s)` over the medians.",
         crate::POLL.as_millis()
+    );
+    let _ = writeln!(
+        o,
+        "- **`snapshot_per_s`.** The backlog's {n} documents, already in the collection, are snapshotted by a bridge \
+         with no checkpoint (`CDC_SNAPSHOT_MODE=initial`, chunks of 1,000): timed from spawn until the queue holds \
+         every row and the collection's start and end messages, and the checkpoint says the snapshot is complete. Its \
+         ceiling `raw_find_pipe_per_s` is a minimal snapshot inside the bench: one plain `find` (batches of 1,000, no \
+         sort), each document encoded as a row (`encode::row`, `to_json`) in a reader task, published with the \
+         bridge's properties, 64 publishes in flight and at most 512 unconfirmed, no checkpoints, no stream; the two \
+         take turns at going first. `snapshot_ratio` = `snapshot_per_s / raw_find_pipe_per_s` over the medians.",
+        n = thousands(params.backlog as f64)
     );
     let _ = writeln!(
         o,

@@ -1,9 +1,6 @@
 //! What the bench feeds the pipeline: small documents with 10 numeric features and a label,
-//! the same documents as wire events (for the in-process sink), and the AMQP properties the
-//! bridge puts on every message.
+//! and the same documents as wire events (for the in-process sink).
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use serde_json::json;
@@ -61,7 +58,7 @@ pub fn insert_bodies(seed: u64, n: u64) -> Vec<Vec<u8>> {
                 "op": "c",
                 "key": key,
                 "before": null,
-                "after": mongo_cdc::event::doc_to_json(&after),
+                "after": mongo_cdc::bridge::encode::doc_to_json(&after),
                 "updated_fields": null,
                 "removed_fields": null,
                 "source": {"db": "bench", "collection": COLLECTION, "cluster_time": {"t": t, "i": i % 1000 + 1}},
@@ -71,19 +68,4 @@ pub fn insert_bodies(seed: u64, n: u64) -> Vec<Vec<u8>> {
             .into_bytes()
         })
         .collect()
-}
-
-/// The properties and headers the bridge sets on a message (`src/mq/publisher.rs`), so a
-/// raw publish carries the same bytes.
-pub fn bridge_properties(message_id: &str, db: &str, ts_ms: i64) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert("db".into(), AMQPValue::LongString(db.into()));
-    headers.insert("collection".into(), AMQPValue::LongString(COLLECTION.into()));
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(message_id.into())
-        .with_type("c".into())
-        .with_timestamp(u64::try_from(ts_ms / 1000).unwrap_or_default())
-        .with_headers(headers)
 }
