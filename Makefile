@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 BIN := target/release/mongo-cdc
 
-.PHONY: help build deps test chaos demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc bench
+.PHONY: help build deps test lint chaos demo local-start local-stop local-status local-start-cdc local-start-sink local-test-cdc local-peek-cdc bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -15,8 +15,12 @@ deps: ## install what the tests need: SecantusDB in .venv, a running RabbitMQ on
 	bash scripts/venv.sh
 	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
 
-test: deps ## run every test against real SecantusDB and RabbitMQ
+test: deps lint ## the lint gate, then every test against real SecantusDB and RabbitMQ
 	cargo test --locked --all-targets
+
+lint: ## rustfmt and clippy, warnings as errors
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
 
 demo: build local-start ## the whole product: services, bridge, sink, a churn dataset streamed through, then /stats
 	$(BIN) demo

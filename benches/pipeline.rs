@@ -272,7 +272,7 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
 
     // The backlog's documents, snapshotted: the bench's minimal find -> publish pipe, and the
     // bridge's snapshot, taking turns at going first.
-    for step in if index % 2 == 0 { ["find", "snapshot"] } else { ["snapshot", "find"] } {
+    for step in if index.is_multiple_of(2) { ["find", "snapshot"] } else { ["snapshot", "find"] } {
         if step == "find" {
             let meter = Meter::start(&servers);
             run.raw_find_pipe_per_s = raw_find_pipe(&client, &db, n).await;

@@ -849,12 +849,12 @@ async fn snapshot_kill9(n: u64, kills: usize, seed: u64) -> Row {
         .flatten();
         during &= reached.is_some();
         bridge.kill9();
-        at.push(format!("{}", reached.map_or("after the end".into(), |r| r.to_string())));
+        at.push(reached.map_or("after the end".into(), |r| r.to_string()));
         bridge = Proc::start(&["bridge"], &benv);
     }
     row.note(format!("kills at (rows confirmed in the checkpoint): {}", at.join(", ")));
     let done = tokio::time::timeout(LIMIT, async {
-        while !checkpoint(&client, &benv).await.is_some_and(|c| !c.contains_key("snapshot")) {
+        while checkpoint(&client, &benv).await.is_none_or(|c| c.contains_key("snapshot")) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

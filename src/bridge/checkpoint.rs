@@ -30,7 +30,7 @@ pub enum Checkpoint {
         /// The change stream's resume token.
         token: ResumeToken,
         /// How far the snapshot has come.
-        progress: SnapshotProgress,
+        progress: Box<SnapshotProgress>,
     },
 }
 
@@ -242,7 +242,7 @@ fn from_document(d: &Document) -> Result<Option<Checkpoint>, String> {
         pending: pending.into(),
         current,
     };
-    Ok(Some(Checkpoint::Snapshot { token, progress }))
+    Ok(Some(Checkpoint::Snapshot { token, progress: Box::new(progress) }))
 }
 
 /// Persists the newest checkpoint sent to it, coalescing bursts: while one write is in
@@ -326,21 +326,21 @@ mod tests {
                 estimate: 40,
             }),
         };
-        let snap = Checkpoint::Snapshot { token: token("82bb"), progress: progress.clone() };
+        let snap = Checkpoint::Snapshot { token: token("82bb"), progress: Box::new(progress.clone()) };
         let between = Checkpoint::Snapshot {
             token: token("82cc"),
-            progress: SnapshotProgress { current: None, ..progress.clone() },
+            progress: Box::new(SnapshotProgress { current: None, ..progress.clone() }),
         };
         let empty = Checkpoint::Snapshot {
             token: token("82dd"),
-            progress: SnapshotProgress {
+            progress: Box::new(SnapshotProgress {
                 current: Some(CollectionProgress {
                     max_id: None,
                     cursor: Cursor { bracket: 0, after: None },
                     ..progress.current.clone().unwrap()
                 }),
                 ..progress
-            },
+            }),
         };
         for c in [stream, snap, between, empty] {
             let d = to_document(&c).unwrap();

@@ -316,7 +316,7 @@ impl Bridge {
                 current: None,
             };
             tracing::info!(snapshot = %progress.id, collections = ?progress.pending, "snapshot planned");
-            Checkpoint::Snapshot { token, progress }
+            Checkpoint::Snapshot { token, progress: Box::new(progress) }
         } else {
             Checkpoint::Stream { token }
         };
@@ -389,7 +389,10 @@ struct Progress {
 
 impl Progress {
     fn update(&mut self, at: &Checkpoint) {
-        let Checkpoint::Snapshot { progress: SnapshotProgress { current: Some(c), .. }, .. } = at else {
+        let Some(c) = (match at {
+            Checkpoint::Snapshot { progress, .. } => progress.current.as_ref(),
+            Checkpoint::Stream { .. } => None,
+        }) else {
             if self.current.take().is_some() {
                 self.finish();
             }

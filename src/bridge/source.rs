@@ -289,7 +289,7 @@ impl Source {
             let at = match &after_chunk {
                 Checkpoint::Snapshot { token, progress } => Checkpoint::Snapshot {
                     token: token.clone(),
-                    progress: SnapshotProgress { current: Some(cur), ..progress.clone() },
+                    progress: Box::new(SnapshotProgress { current: Some(cur), ..(**progress).clone() }),
                 },
                 other => other.clone(),
             };

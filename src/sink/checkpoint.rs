@@ -192,7 +192,7 @@ mod tests {
     fn event(i: u32, key: u32) -> Vec<u8> {
         format!(
             r#"{{"id":"e{i}","op":"c","key":"k{key}","after":{{"x":{i},"y":{}}},"source":{{"db":"d","collection":"c","cluster_time":{{"t":{i},"i":1}}}},"ts_ms":1}}"#,
-            i % 2 == 0
+            i.is_multiple_of(2)
         )
         .into_bytes()
     }
