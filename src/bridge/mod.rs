@@ -14,6 +14,7 @@ mod snapshot;
 mod source;
 
 use std::io::IsTerminal;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -57,6 +58,10 @@ const READ_BATCH: u32 = 1000;
 
 /// How long shutdown waits for outstanding confirms and the last checkpoint write.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Most bytes of message bodies sent and not yet confirmed: sends are pipelined, so large
+/// documents must not pile up in memory while the socket catches up.
+const INFLIGHT_BYTES: usize = 64 << 20;
 
 /// How often a running snapshot reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -221,9 +226,7 @@ impl Bridge {
         }
         let (stream, at) = self.open(&client).await?;
         let snapshot = match &at {
-            Checkpoint::Snapshot { .. } => {
-                Some(source::Snapshot::new(self.reader(&client).await.map_err(Failure::Mongo)?))
-            }
+            Checkpoint::Snapshot { .. } => Some(source::Snapshot::new(self.reader(&client))),
             Checkpoint::Stream { .. } => None,
         };
         let stop_after = self.settings.cdc.cdc_snapshot_mode == SnapshotMode::InitialOnly;
@@ -233,7 +236,11 @@ impl Bridge {
         let (tx, mut rx) = mpsc::channel(self.window.max(2 * self.settings.cdc.cdc_snapshot_chunk));
         let reader = tokio::spawn(source.run(tx));
         let _stop_reader = AbortOnDrop(reader.abort_handle());
-        let mut inflight: FuturesOrdered<BoxFuture<'static, Result<Checkpoint, MqError>>> = FuturesOrdered::new();
+        // Messages sent and not yet confirmed, in order, each resolving to where the bridge
+        // stands once it is confirmed (and to its size, for the byte bound).
+        let mut inflight: FuturesOrdered<BoxFuture<'static, Result<(Checkpoint, usize), MqError>>> =
+            FuturesOrdered::new();
+        let mut inflight_bytes = 0usize;
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
 
         let end = loop {
@@ -241,10 +248,12 @@ impl Bridge {
                 biased;
                 _ = shutdown.cancelled() => break Ok(End::Shutdown),
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
-                    self.advance(done.map_err(Failure::Mq)?);
+                    let (at, bytes) = done.map_err(Failure::Mq)?;
+                    inflight_bytes -= bytes;
+                    self.advance(at);
                 }
                 _ = ticker.tick() => self.progress.log(),
-                item = rx.recv(), if inflight.len() < self.window => match item {
+                item = rx.recv(), if inflight.len() < self.window && inflight_bytes < INFLIGHT_BYTES => match item {
                     None => break Ok(End::StreamClosed),
                     Some(Err(SourceError::Mongo(e))) => break Err(Failure::Mongo(e)),
                     Some(Err(SourceError::Fatal(why))) => break Err(Failure::Fatal(BridgeError::Snapshot(why))),
@@ -252,16 +261,27 @@ impl Bridge {
                         if inflight.is_empty() {
                             self.advance(at);
                         } else {
-                            inflight.push_back(Box::pin(async move { Ok(at) }));
+                            inflight.push_back(Box::pin(async move { Ok((at, 0)) }));
                         }
                     }
                     Some(Ok(Item::Finished(at))) => {
-                        inflight.push_back(Box::pin(async move { Ok(at) }));
+                        inflight.push_back(Box::pin(async move { Ok((at, 0)) }));
                         break Ok(End::Finished);
                     }
                     Some(Ok(Item::Publish { body, envelope, at })) => {
-                        let confirm = publisher.publish(&body, &envelope).await.map_err(Failure::Mq)?;
-                        inflight.push_back(Box::pin(async move { confirmed(confirm).await.map(|()| at) }));
+                        let bytes = body.len();
+                        inflight_bytes += bytes;
+                        let mut send = Box::pin(publisher.send(body, envelope));
+                        // Polled once here, so the frames are queued in the source's order;
+                        // writing them out and the broker's confirm complete in flight.
+                        let queued = futures::poll!(send.as_mut());
+                        inflight.push_back(Box::pin(async move {
+                            let confirm = match queued {
+                                Poll::Ready(sent) => sent?,
+                                Poll::Pending => send.await?,
+                            };
+                            confirmed(confirm).await.map(|()| (at, bytes))
+                        }));
                     }
                 },
             }
@@ -271,7 +291,7 @@ impl Bridge {
         // Stop reading, then let what is in flight land (bounded), so the checkpoint covers it.
         let drained = tokio::time::timeout(DRAIN_LIMIT, async {
             while let Some(done) = inflight.next().await {
-                self.advance(done?);
+                self.advance(done?.0);
             }
             Ok::<(), MqError>(())
         })
@@ -306,7 +326,7 @@ impl Bridge {
             )));
         };
         let at = if snapshotting {
-            let reader = self.reader(client).await.map_err(Failure::Mongo)?;
+            let reader = self.reader(client);
             let mongo = &self.settings.mongo;
             let collections = reader.plan(&mongo.collections(), &[]).await.map_err(Failure::Mongo)?;
             let progress = SnapshotProgress {
@@ -329,7 +349,7 @@ impl Bridge {
         Ok((stream, at))
     }
 
-    async fn reader(&self, client: &mongodb::Client) -> Result<snapshot::Reader, mongodb::error::Error> {
+    fn reader(&self, client: &mongodb::Client) -> snapshot::Reader {
         let s = &self.settings;
         snapshot::Reader::new(
             client,
@@ -338,7 +358,6 @@ impl Bridge {
             &s.cdc.cdc_name,
             s.cdc.cdc_snapshot_chunk,
         )
-        .await
     }
 
     fn advance(&mut self, at: Checkpoint) {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{ClientSession, Collection, Database, SessionCursor};
+use tokio::sync::mpsc;
 
 use super::checkpoint::Cursor;
 use crate::event::ClusterTime;
@@ -206,48 +207,58 @@ pub(super) struct Bounds {
 /// Failures of the snapshot's reads.
 pub(super) type Result<T> = std::result::Result<T, mongodb::error::Error>;
 
-/// The `_id`-ordered cursor over the collection being read.
-struct Open {
-    collection: Arc<str>,
-    cursor: SessionCursor<Document>,
-    /// The document read ahead, so the chunk that ends the collection knows it does.
-    peeked: Option<Document>,
-    exhausted: bool,
-}
-
-/// Reads a database's collections for a snapshot, and writes its watermarks.
+/// Reads a database's collections for a snapshot, and writes its watermarks. Cheap to clone.
 ///
 /// A collection is read through one cursor in `_id` order, a chunk per batch, rather than
 /// one range query per chunk: a server that cannot serve `_id` ranges from the index
 /// (SecantusDB scans the collection for each) would otherwise read the collection once per
-/// chunk. The cursor opens again at the checkpoint's position after a restart.
+/// chunk. A task reads ahead of the chunk waiting for its watermark ([`Reader::read_ahead`]),
+/// so the reads overlap with the stream and with publishing. The cursor opens again at the
+/// checkpoint's position after a restart.
+#[derive(Clone)]
 pub(super) struct Reader {
+    client: mongodb::Client,
     db: Database,
     watermarks: Collection<Document>,
     name: String,
-    session: ClientSession,
     chunk: usize,
-    open: Option<Open>,
+}
+
+/// Chunks read ahead, in order, by a task that stops when this is dropped.
+pub(super) struct ReadAhead {
+    rx: mpsc::Receiver<Result<Chunk>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ReadAhead {
+    /// The next chunk, waiting for it. `None` once the collection's last chunk was taken.
+    pub(super) async fn next(&mut self) -> Option<Result<Chunk>> {
+        self.rx.recv().await
+    }
+
+    /// The next chunk if it is already read.
+    pub(super) fn ready(&mut self) -> Option<Result<Chunk>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Reader {
     /// A reader of `db`, writing watermarks to `<state_db>.watermarks` under `name`, reading
     /// `chunk` documents at a time.
-    pub(super) async fn new(
-        client: &mongodb::Client,
-        db: &str,
-        state_db: &str,
-        name: &str,
-        chunk: usize,
-    ) -> Result<Self> {
-        Ok(Self {
+    pub(super) fn new(client: &mongodb::Client, db: &str, state_db: &str, name: &str, chunk: usize) -> Self {
+        Self {
+            client: client.clone(),
             db: client.database(db),
             watermarks: client.database(state_db).collection("watermarks"),
             name: name.to_string(),
-            session: client.start_session().await?,
             chunk: chunk.max(1),
-            open: None,
-        })
+        }
     }
 
     /// The collections to snapshot: every collection of the database (not views or
@@ -260,69 +271,84 @@ impl Reader {
     }
 
     /// What the snapshot of `collection` will read, as it is now.
-    pub(super) async fn bounds(&mut self, collection: &str) -> Result<Bounds> {
+    pub(super) async fn bounds(&self, collection: &str) -> Result<Bounds> {
         let coll = self.db.collection::<Document>(collection);
-        let last = coll
-            .find_one(doc! {})
-            .sort(doc! {"_id": -1})
-            .projection(doc! {"_id": 1})
-            .session(&mut self.session)
-            .await?;
+        let last = coll.find_one(doc! {}).sort(doc! {"_id": -1}).projection(doc! {"_id": 1}).await?;
         let estimate = coll.estimated_document_count().await.unwrap_or(0);
         Ok(Bounds { max_id: last.and_then(|d| d.get("_id").cloned()), estimate })
     }
 
-    /// Read the chunk after `cursor` (up to `max_id`), then write a watermark.
-    pub(super) async fn read(
-        &mut self,
+    /// Start reading `collection` after `from`, up to `max_id`, one chunk ahead of the taker.
+    pub(super) fn read_ahead(&self, collection: Arc<str>, from: Cursor, max_id: Option<Arc<Bson>>) -> ReadAhead {
+        let (tx, rx) = mpsc::channel(1);
+        let reader = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = reader.read_all(&collection, from, max_id.as_deref(), &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        ReadAhead { rx, task }
+    }
+
+    async fn read_all(
+        &self,
         collection: &Arc<str>,
-        cursor: &Cursor,
+        from: Cursor,
         max_id: Option<&Bson>,
-    ) -> Result<Chunk> {
-        if self.open.as_ref().is_none_or(|o| o.collection != *collection) {
-            self.open = Some(self.open_at(collection, cursor).await?);
-        }
-        let mut docs = Vec::with_capacity(self.chunk);
-        let mut last = max_id.is_none();
-        let open = self.open.as_mut().expect("opened above");
-        while !last && docs.len() < self.chunk {
-            let next = match open.peeked.take() {
-                Some(d) => Some(d),
-                None if open.exhausted => None,
-                None => open.cursor.next(&mut self.session).await.transpose()?,
-            };
-            match next {
-                Some(d) if within(&d, max_id) => docs.push(d),
-                _ => last = true,
+        tx: &mpsc::Sender<Result<Chunk>>,
+    ) -> Result<()> {
+        let mut session = self.client.start_session().await?;
+        let mut cursor = self.open_at(collection, &from, &mut session).await?;
+        let (mut peeked, mut exhausted, mut at) = (None, false, from);
+        loop {
+            let mut docs = Vec::with_capacity(self.chunk);
+            let mut last = max_id.is_none();
+            while !last && docs.len() < self.chunk {
+                let next = match peeked.take() {
+                    Some(d) => Some(d),
+                    None if exhausted => None,
+                    None => cursor.next(&mut session).await.transpose()?,
+                };
+                match next {
+                    Some(d) if within(&d, max_id) => docs.push(d),
+                    _ => last = true,
+                }
+            }
+            if !last {
+                // Read one ahead: if nothing follows, this chunk is the collection's last.
+                peeked = cursor.next(&mut session).await.transpose()?;
+                exhausted = peeked.is_none();
+                last = peeked.as_ref().is_none_or(|d| !within(d, max_id));
+            }
+            if let Some(id) = docs.last().and_then(|d| d.get("_id")) {
+                at = Cursor { bracket: bracket_of(id), after: Some(id.clone()) };
+            }
+            let read_at = operation_time(&session)?;
+            let wall_ms = now_ms();
+            self.watermarks
+                .update_one(
+                    doc! {"_id": &self.name},
+                    doc! {"$inc": {"n": 1_i64}, "$set": {"collection": &**collection}},
+                )
+                .upsert(true)
+                .session(&mut session)
+                .await?;
+            let watermark = operation_time(&session)?;
+            let chunk = Chunk { docs, read_at, watermark, wall_ms, next: at.clone(), last };
+            if tx.send(Ok(chunk)).await.is_err() || last {
+                return Ok(());
             }
         }
-        if !last && !open.exhausted {
-            // Read one ahead: if nothing follows, this chunk is the collection's last.
-            open.peeked = open.cursor.next(&mut self.session).await.transpose()?;
-            open.exhausted = open.peeked.is_none();
-            last = open.peeked.as_ref().is_none_or(|d| !within(d, max_id));
-        }
-        let next = match docs.last().and_then(|d| d.get("_id")) {
-            Some(id) => Cursor { bracket: bracket_of(id), after: Some(id.clone()) },
-            None => cursor.clone(),
-        };
-        if last {
-            self.open = None;
-        }
-        let read_at = self.operation_time()?;
-        let wall_ms = now_ms();
-        self.watermarks
-            .update_one(doc! {"_id": &self.name}, doc! {"$inc": {"n": 1_i64}, "$set": {"collection": &**collection}})
-            .upsert(true)
-            .session(&mut self.session)
-            .await?;
-        let watermark = self.operation_time()?;
-        Ok(Chunk { docs, read_at, watermark, wall_ms, next, last })
     }
 
     /// A cursor over `collection` in `_id` order, from just after `cursor`. `$gt` matches one
     /// type bracket only, so the brackets after the cursor's are asked for by type.
-    async fn open_at(&mut self, collection: &Arc<str>, cursor: &Cursor) -> Result<Open> {
+    async fn open_at(
+        &self,
+        collection: &str,
+        cursor: &Cursor,
+        session: &mut ClientSession,
+    ) -> Result<SessionCursor<Document>> {
         let later: Vec<&str> =
             BRACKETS.iter().skip(usize::from(cursor.bracket) + 1).flat_map(|b| b.iter().copied()).collect();
         let filter = match &cursor.after {
@@ -335,23 +361,21 @@ impl Reader {
             Some(after) if later.is_empty() => doc! {"_id": {"$gt": after.clone()}},
             Some(after) => doc! {"$or": [{"_id": {"$gt": after.clone()}}, {"_id": {"$type": later}}]},
         };
-        let cursor = self
-            .db
+        self.db
             .collection::<Document>(collection)
             .find(filter)
             .sort(doc! {"_id": 1})
             .batch_size(self.chunk as u32 + 1)
-            .session(&mut self.session)
-            .await?;
-        Ok(Open { collection: collection.clone(), cursor, peeked: None, exhausted: false })
+            .session(session)
+            .await
     }
+}
 
-    fn operation_time(&self) -> Result<ClusterTime> {
-        let ts = self.session.operation_time().ok_or_else(|| {
-            mongodb::error::Error::custom("the server reports no operationTime; a snapshot needs a replica set")
-        })?;
-        Ok(ClusterTime { t: ts.time, i: ts.increment })
-    }
+fn operation_time(session: &ClientSession) -> Result<ClusterTime> {
+    let ts = session.operation_time().ok_or_else(|| {
+        mongodb::error::Error::custom("the server reports no operationTime; a snapshot needs a replica set")
+    })?;
+    Ok(ClusterTime { t: ts.time, i: ts.increment })
 }
 
 /// Whether a document is not beyond the collection's largest `_id` at the snapshot's start

@@ -5,6 +5,7 @@
 //! It runs as its own task, so reading and encoding overlap with publishing. See
 //! `bridge::snapshot` for why the chunks wait for the stream to pass their watermark.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use mongodb::bson::{Bson, Document};
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::{Checkpoint, CollectionProgress, Cursor, SnapshotProgress};
 use super::encode::{self, RowSource};
-use super::snapshot::{self, Chunk, Reader, Touched, bracket_of, id_key};
+use super::snapshot::{self, Chunk, ReadAhead, Reader, Touched, bracket_of, id_key};
 use crate::event::{
     CONTROL_OP, ChangeEvent, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
 };
@@ -57,21 +58,36 @@ impl From<mongodb::error::Error> for Stop {
     }
 }
 
-/// A snapshot in progress: its reader, the chunk waiting for its watermark, and the keys the
-/// stream changed meanwhile.
+/// Chunks read ahead and waiting for their watermarks, at most.
+const PENDING: usize = 2;
+
+/// A snapshot in progress: its reader, the chunks read and waiting for the stream to pass
+/// their watermarks, and the keys the stream changed meanwhile.
 pub(super) struct Snapshot {
     reader: Reader,
-    chunk: Option<Chunk>,
+    ahead: Option<ReadAhead>,
+    pending: VecDeque<Chunk>,
     touched: Touched,
     /// Every row of the current collection is out; its `end` comes next.
     ended: bool,
-    read_done: Option<std::time::Instant>,
 }
 
 impl Snapshot {
     /// Drive a snapshot with `reader`.
     pub(super) fn new(reader: Reader) -> Self {
-        Self { reader, chunk: None, touched: Touched::default(), ended: false, read_done: None }
+        Self { reader, ahead: None, pending: VecDeque::new(), touched: Touched::default(), ended: false }
+    }
+
+    /// Take the chunks already read, without waiting.
+    fn top_up(&mut self) -> Result<(), Stop> {
+        while self.pending.len() < PENDING {
+            match self.ahead.as_mut().and_then(ReadAhead::ready) {
+                Some(Ok(chunk)) => self.pending.push_back(chunk),
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,8 +131,11 @@ impl Source {
 
     async fn pump(&mut self, tx: &mpsc::Sender<Result<Item, SourceError>>) -> Result<(), Stop> {
         loop {
-            if self.snapshot.as_ref().is_some_and(|s| s.chunk.is_none()) && self.snapshot_step(tx).await? {
-                return Ok(());
+            if let Some(snap) = self.snapshot.as_mut() {
+                snap.top_up()?;
+                if snap.pending.is_empty() && self.snapshot_step(tx).await? {
+                    return Ok(());
+                }
             }
             match self.stream.next_if_any().await {
                 Ok(Some(change)) => {
@@ -126,8 +145,8 @@ impl Source {
                         .map(|c| ClusterTime { t: c.time, i: c.increment })
                         .or_else(|| encode::token_cluster_time(&token))
                         .unwrap_or(self.stream_time);
-                    // The chunk's rows go before the first change past its watermark.
-                    if self.chunk_ready(time, false) {
+                    // A chunk's rows go before the first change past its watermark.
+                    while self.chunk_ready(time, false) {
                         self.release(tx).await?;
                     }
                     self.note_change(&change, time);
@@ -163,7 +182,7 @@ impl Source {
                     }
                     self.at.set_token(token.clone());
                     self.last_mark = Some(token);
-                    if self.chunk_ready(self.stream_time, true) {
+                    while self.chunk_ready(self.stream_time, true) {
                         self.release(tx).await?;
                     }
                     send(tx, Item::Mark(self.at.clone())).await?;
@@ -189,11 +208,22 @@ impl Source {
                 send(tx, end_item(end, self.at.clone())).await?;
                 return Ok(false);
             }
-            let t0 = std::time::Instant::now();
-            let chunk = snap.reader.read(&cur.name, &cur.cursor, cur.max_id.as_deref()).await?;
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, rows = chunk.docs.len(), "chunk read");
-            snap.chunk = Some(chunk);
-            snap.read_done = Some(std::time::Instant::now());
+            let ahead = match &mut snap.ahead {
+                Some(ahead) => ahead,
+                None => {
+                    snap.ahead.insert(snap.reader.read_ahead(cur.name.clone(), cur.cursor.clone(), cur.max_id.clone()))
+                }
+            };
+            match ahead.next().await {
+                Some(Ok(chunk)) => snap.pending.push_back(chunk),
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    return Err(Stop::Failed(SourceError::Fatal(format!(
+                        "the snapshot's reader of `{}` stopped before the collection's end",
+                        cur.name
+                    ))));
+                }
+            }
             return Ok(false);
         }
         let Some(name) = progress.pending.first().cloned() else {
@@ -228,7 +258,7 @@ impl Source {
     /// A chunk waits and the stream has passed its watermark: strictly past it for a change
     /// at `time`, at or past it for an idle batch's position.
     fn chunk_ready(&self, time: ClusterTime, idle: bool) -> bool {
-        let Some(chunk) = self.snapshot.as_ref().and_then(|s| s.chunk.as_ref()) else { return false };
+        let Some(chunk) = self.snapshot.as_ref().and_then(|s| s.pending.front()) else { return false };
         if idle { time >= chunk.watermark } else { time > chunk.watermark }
     }
 
@@ -248,8 +278,7 @@ impl Source {
         let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &mut self.at) else {
             return Ok(());
         };
-        let Some(chunk) = snap.chunk.take() else { return Ok(()) };
-        tracing::debug!(ms = snap.read_done.map(|t| t.elapsed().as_millis() as u64), "chunk released");
+        let Some(chunk) = snap.pending.pop_front() else { return Ok(()) };
         let final_chunk = chunk.last && progress.pending.is_empty();
         let ids: Vec<&Bson> = chunk.docs.iter().map(|d| d.get("_id").unwrap_or(&Bson::Null)).collect();
         let keep: Vec<bool> = if snap.touched.is_empty() {
@@ -283,7 +312,10 @@ impl Source {
         }
         cur.cursor = chunk.next.clone();
         snap.touched.prune(&cur.cursor);
-        snap.ended = chunk.last;
+        if chunk.last {
+            snap.ended = true;
+            snap.ahead = None;
+        }
         let after_chunk = self.at.clone();
         for (ev, cur) in rows {
             let at = match &after_chunk {

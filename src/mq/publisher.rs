@@ -24,18 +24,28 @@ impl Publisher {
         Ok(Self { channel, routing_key: topology.queue.clone() })
     }
 
-    /// Send one message; the returned future resolves when the broker confirms it.
-    pub async fn publish(&self, body: &[u8], envelope: &Envelope) -> Result<PublisherConfirm, MqError> {
-        Ok(self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.routing_key.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                envelope.properties(),
-            )
-            .await?)
+    /// Send one message. The future's first poll queues the message's frames on the channel,
+    /// so messages go out in the order their futures are first polled; it then resolves, once
+    /// they are written, to the future of the broker's confirmation. It borrows nothing, so
+    /// many can be in flight.
+    pub fn send(
+        &self,
+        body: Vec<u8>,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<PublisherConfirm, MqError>> + Send + 'static {
+        let channel = self.channel.clone();
+        let routing_key = self.routing_key.clone();
+        async move {
+            Ok(channel
+                .basic_publish(
+                    "".into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    envelope.properties(),
+                )
+                .await?)
+        }
     }
 
     /// Close the channel politely (errors are irrelevant at this point).
