@@ -108,9 +108,12 @@ pub struct Run {
     /// does, published pipelined with confirms; no checkpoints.
     pub raw_pipe_per_s: f64,
     pub bridge_per_s: f64,
-    /// The bench's minimal snapshot: a plain `find` over the backlog's 50,000 documents, each
-    /// encoded as a snapshot row and published pipelined with confirms.
+    /// The bench's minimal snapshot: one `find` over the backlog's 50,000 documents in `_id`
+    /// order (the order a resumable snapshot reads in), each encoded as a snapshot row and
+    /// published pipelined with confirms.
     pub raw_find_pipe_per_s: f64,
+    /// The same without the sort (natural order), for comparison.
+    pub raw_find_unsorted_pipe_per_s: f64,
     /// The bridge snapshots the same documents (rows published and confirmed, per second).
     pub snapshot_per_s: f64,
     /// Offered load -> latency.
@@ -275,8 +278,9 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
     for step in if index.is_multiple_of(2) { ["find", "snapshot"] } else { ["snapshot", "find"] } {
         if step == "find" {
             let meter = Meter::start(&servers);
-            run.raw_find_pipe_per_s = raw_find_pipe(&client, &db, n).await;
+            run.raw_find_pipe_per_s = raw_find_pipe(&client, &db, n, true).await;
             run.usage.insert("raw_find_pipe".into(), meter.stop(&[]));
+            run.raw_find_unsorted_pipe_per_s = raw_find_pipe(&client, &db, n, false).await;
         } else {
             let (rate, rss, usage) = snapshot_drain(&client, &mongo.uri(), &db, n, &servers).await;
             run.snapshot_per_s = rate;
@@ -390,7 +394,7 @@ async fn raw_read(client: &Client, db: &str, start_at: Timestamp, n: u64, bridge
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let ev = encode::change(&first.expect("a change")).expect("a contract change").expect("an insert");
+    let ev = encode::change(&first.expect("a change"), &Default::default()).expect("a contract change").expect("an insert");
     (rate, ev.to_json())
 }
 
@@ -430,7 +434,7 @@ async fn raw_pipe(client: &Client, db: &str, start_at: Timestamp, n: u64) -> f64
         while seen < n {
             if let Some(change) = stream.next_if_any().await.expect("read the change stream") {
                 seen += 1;
-                let ev = encode::change(&change).expect("a contract change").expect("an insert");
+                let ev = encode::change(&change, &Default::default()).expect("a contract change").expect("an insert");
                 let props = Envelope::of(&ev).properties();
                 if tx.send((ev.to_json(), props)).await.is_err() {
                     return;
@@ -489,17 +493,18 @@ async fn bridge_drain(
     (n as f64 / secs, rss, usage)
 }
 
-/// The bench's minimal snapshot: a plain `find` over the `n` documents of the backlog's
-/// collection, each encoded as a snapshot row in a reader task and published with the
-/// bridge's properties, 64 publishes in flight and at most 512 unconfirmed, to a fresh queue.
-/// Rows per second, from the `find` to the last confirm.
-async fn raw_find_pipe(client: &Client, db: &str, n: u64) -> f64 {
+/// The bench's minimal snapshot: one `find` over the `n` documents of the backlog's
+/// collection (in `_id` order if `sorted`), each encoded as a snapshot row in a reader task and
+/// published with the bridge's properties, 64 publishes in flight and at most 512
+/// unconfirmed, to a fresh queue. Rows per second, from the `find` to the last confirm.
+async fn raw_find_pipe(client: &Client, db: &str, n: u64, sorted: bool) -> f64 {
     let queue = queue_name("q_bench_find");
     let (conn, ch) = amqp::confirm_channel("/").await;
     Topology::new(&queue).declare(&ch).await.expect("declare the queue");
     let start = Instant::now();
-    let mut cursor =
-        client.database(db).collection::<Document>(COLLECTION).find(doc! {}).batch_size(1000).await.expect("find");
+    let coll = client.database(db).collection::<Document>(COLLECTION);
+    let order = if sorted { doc! {"_id": 1} } else { doc! {} };
+    let mut cursor = coll.find(doc! {}).sort(order).batch_size(1000).await.expect("find");
     let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, lapin::BasicProperties)>(512);
     let db_name = db.to_string();
     let reader = tokio::spawn(async move {
@@ -512,7 +517,7 @@ async fn raw_find_pipe(client: &Client, db: &str, n: u64) -> f64 {
             ts_ms: 0,
         };
         while let Some(d) = cursor.try_next().await.expect("read the collection") {
-            let ev = encode::row(&d, &at, SnapshotMark::True).expect("a row");
+            let ev = encode::row(&d, &at, SnapshotMark::True, &Default::default()).expect("a row");
             if tx.send((ev.to_json(), Envelope::of(&ev).properties())).await.is_err() {
                 return;
             }

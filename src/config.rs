@@ -60,6 +60,9 @@ pub struct MongoSettings {
     /// `MONGO_COLLECTIONS`: comma-separated collections to keep; empty keeps all.
     #[serde(default)]
     pub mongo_collections: String,
+    /// `MONGO_EXCLUDE_COLLECTIONS`: comma-separated collections to leave out.
+    #[serde(default)]
+    pub mongo_exclude_collections: String,
 }
 
 impl MongoSettings {
@@ -76,6 +79,11 @@ impl MongoSettings {
     pub fn collections(&self) -> Vec<String> {
         split_list(&self.mongo_collections)
     }
+
+    /// The collections to leave out.
+    pub fn excluded_collections(&self) -> Vec<String> {
+        split_list(&self.mongo_exclude_collections)
+    }
 }
 
 impl fmt::Debug for MongoSettings {
@@ -84,8 +92,13 @@ impl fmt::Debug for MongoSettings {
             .field("mongo_database_host", &redact_uri(&self.mongo_database_host))
             .field("mongo_database_name", &self.mongo_database_name)
             .field("mongo_collections", &self.mongo_collections)
+            .field("mongo_exclude_collections", &self.mongo_exclude_collections)
             .finish()
     }
+}
+
+fn default_binding_keys() -> String {
+    "#".into()
 }
 
 /// Where RabbitMQ is and which queue receives the changes.
@@ -100,26 +113,68 @@ pub struct RabbitSettings {
     /// `RABBITMQ_DEFAULT_USERNAME`
     #[serde(default = "default_guest")]
     pub rabbitmq_default_username: String,
-    /// `RABBITMQ_DEFAULT_PASSWORD`
+    /// `RABBITMQ_DEFAULT_PASSWORD` (or the contents of `RABBITMQ_DEFAULT_PASSWORD_FILE`)
     #[serde(default = "default_guest")]
     pub rabbitmq_default_password: String,
+    /// `RABBITMQ_DEFAULT_PASSWORD_FILE`: read the password from this file (container secrets).
+    #[serde(default)]
+    pub rabbitmq_default_password_file: String,
     /// `RABBITMQ_VHOST`
     #[serde(default = "default_vhost")]
     pub rabbitmq_vhost: String,
     /// `RABBITMQ_QUEUE_NAME`: the durable queue that receives every change.
     #[serde(default = "default_queue")]
     pub rabbitmq_queue_name: String,
+    /// `RABBITMQ_EXCHANGE`: a durable topic exchange to publish to; empty publishes to the
+    /// default exchange with the queue name as routing key.
+    #[serde(default)]
+    pub rabbitmq_exchange: String,
+    /// `RABBITMQ_BINDING_KEYS`: comma-separated keys binding the queue to the exchange.
+    #[serde(default = "default_binding_keys")]
+    pub rabbitmq_binding_keys: String,
+    /// `RABBITMQ_TLS`: connect with `amqps`.
+    #[serde(default)]
+    pub rabbitmq_tls: bool,
+    /// `RABBITMQ_TLS_CA_FILE`: a PEM file of CA certificates to trust (private CAs).
+    #[serde(default)]
+    pub rabbitmq_tls_ca_file: String,
+    /// The PEM text of `RABBITMQ_TLS_CA_FILE`, read at start-up.
+    #[serde(skip)]
+    pub tls_ca_pem: Option<String>,
 }
 
 impl RabbitSettings {
-    /// Read from the environment.
+    /// Read from the environment (and the password and CA files it names).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let s: Self = envy::from_env().map_err(ConfigError::from_envy)?;
+        let mut s: Self = envy::from_env().map_err(ConfigError::from_envy)?;
         if s.rabbitmq_queue_name.trim().is_empty() {
             return Err(ConfigError::invalid("RABBITMQ_QUEUE_NAME", "must not be empty"));
         }
         if s.rabbitmq_host.trim().is_empty() {
             return Err(ConfigError::invalid("RABBITMQ_HOST", "must not be empty"));
+        }
+        let file = s.rabbitmq_default_password_file.trim();
+        if !file.is_empty() {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::invalid("RABBITMQ_DEFAULT_PASSWORD_FILE", format!("cannot read {file}: {e}"))
+            })?;
+            // A secret file usually ends with a newline that is not part of the password.
+            s.rabbitmq_default_password = text.trim_end_matches(['\n', '\r']).to_string();
+        }
+        let ca = s.rabbitmq_tls_ca_file.trim();
+        if !ca.is_empty() {
+            if !s.rabbitmq_tls {
+                return Err(ConfigError::invalid("RABBITMQ_TLS_CA_FILE", "is set but RABBITMQ_TLS is not true"));
+            }
+            let pem = std::fs::read_to_string(ca)
+                .map_err(|e| ConfigError::invalid("RABBITMQ_TLS_CA_FILE", format!("cannot read {ca}: {e}")))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::invalid("RABBITMQ_TLS_CA_FILE", format!("{ca} holds no PEM certificate")));
+            }
+            s.tls_ca_pem = Some(pem);
+        }
+        if !s.rabbitmq_exchange.trim().is_empty() && s.binding_keys().is_empty() {
+            return Err(ConfigError::invalid("RABBITMQ_BINDING_KEYS", "must name at least one key (`#` for all)"));
         }
         Ok(s)
     }
@@ -127,7 +182,8 @@ impl RabbitSettings {
     /// The AMQP URI (with the password; never log it, use [`RabbitSettings::display_addr`]).
     pub fn amqp_uri(&self) -> String {
         format!(
-            "amqp://{}:{}@{}:{}/{}",
+            "{}://{}:{}@{}:{}/{}",
+            if self.rabbitmq_tls { "amqps" } else { "amqp" },
             urlencode(&self.rabbitmq_default_username),
             urlencode(&self.rabbitmq_default_password),
             self.rabbitmq_host,
@@ -138,7 +194,18 @@ impl RabbitSettings {
 
     /// `host:port` and vhost, safe to log.
     pub fn display_addr(&self) -> String {
-        format!("{}:{} vhost {}", self.rabbitmq_host, self.rabbitmq_port, self.rabbitmq_vhost)
+        let scheme = if self.rabbitmq_tls { "amqps " } else { "" };
+        format!("{scheme}{}:{} vhost {}", self.rabbitmq_host, self.rabbitmq_port, self.rabbitmq_vhost)
+    }
+
+    /// The topic exchange, when one is set.
+    pub fn exchange(&self) -> Option<&str> {
+        Some(self.rabbitmq_exchange.trim()).filter(|e| !e.is_empty())
+    }
+
+    /// The keys binding the queue to the exchange.
+    pub fn binding_keys(&self) -> Vec<String> {
+        split_list(&self.rabbitmq_binding_keys)
     }
 }
 
@@ -149,8 +216,13 @@ impl fmt::Debug for RabbitSettings {
             .field("rabbitmq_port", &self.rabbitmq_port)
             .field("rabbitmq_default_username", &self.rabbitmq_default_username)
             .field("rabbitmq_default_password", &"<redacted>")
+            .field("rabbitmq_default_password_file", &self.rabbitmq_default_password_file)
             .field("rabbitmq_vhost", &self.rabbitmq_vhost)
             .field("rabbitmq_queue_name", &self.rabbitmq_queue_name)
+            .field("rabbitmq_exchange", &self.rabbitmq_exchange)
+            .field("rabbitmq_binding_keys", &self.rabbitmq_binding_keys)
+            .field("rabbitmq_tls", &self.rabbitmq_tls)
+            .field("rabbitmq_tls_ca_file", &self.rabbitmq_tls_ca_file)
             .finish()
     }
 }
@@ -201,6 +273,50 @@ pub struct CdcSettings {
     /// `CDC_SNAPSHOT_CHUNK`: documents per snapshot read.
     #[serde(default = "default_snapshot_chunk")]
     pub cdc_snapshot_chunk: usize,
+    /// `CDC_EXCLUDE_FIELDS`: comma-separated `collection.path.to.field` (`*` for any
+    /// collection) never published.
+    #[serde(default)]
+    pub cdc_exclude_fields: String,
+    /// `CDC_OVERSIZE`: what to do with an event too large to publish whole.
+    #[serde(default)]
+    pub cdc_oversize: OversizeMode,
+    /// `CDC_MAX_MESSAGE_BYTES`: the largest message body to publish (the broker's
+    /// `max_message_size`; RabbitMQ's default is 128 MiB).
+    #[serde(default = "default_max_message_bytes")]
+    pub cdc_max_message_bytes: usize,
+    /// `CDC_HTTP_ADDR`: where `/health` and `/metrics` are served; empty disables them.
+    #[serde(default = "default_cdc_http_addr")]
+    pub cdc_http_addr: String,
+    /// `CDC_OPLOG_HEADROOM_WARN`: `/health` says `degraded` when the checkpoint is closer
+    /// than this to falling off the oplog (`1h`, `30m`, ...).
+    #[serde(default = "default_headroom_warn")]
+    pub cdc_oplog_headroom_warn: String,
+}
+
+/// `CDC_OVERSIZE`: what the bridge does with an event it cannot publish whole (the server
+/// cannot return it, or it is larger than `CDC_MAX_MESSAGE_BYTES`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizeMode {
+    /// Stop with one line naming the event.
+    #[default]
+    Fail,
+    /// Log it, count it, and go on.
+    Skip,
+    /// Publish it without the parts that did not fit, listed in `truncated`.
+    Truncate,
+}
+
+fn default_max_message_bytes() -> usize {
+    128 << 20
+}
+
+fn default_cdc_http_addr() -> String {
+    "127.0.0.1:8089".into()
+}
+
+fn default_headroom_warn() -> String {
+    "1h".into()
 }
 
 /// Everything `mongo-cdc bridge` needs.
@@ -212,6 +328,12 @@ pub struct BridgeSettings {
     pub rabbit: RabbitSettings,
     /// Checkpoint identity.
     pub cdc: CdcSettings,
+    /// The fields never published (`CDC_EXCLUDE_FIELDS`, parsed).
+    pub exclude_fields: crate::bridge::encode::Redaction,
+    /// Where `/health` and `/metrics` are served (`CDC_HTTP_ADDR`), if anywhere.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// `CDC_OPLOG_HEADROOM_WARN`, parsed.
+    pub headroom_warn: std::time::Duration,
 }
 
 impl BridgeSettings {
@@ -238,7 +360,23 @@ impl BridgeSettings {
                 ),
             ));
         }
-        Ok(Self { mongo, rabbit, cdc })
+        let exclude_fields = crate::bridge::encode::Redaction::parse(&cdc.cdc_exclude_fields)
+            .map_err(|reason| ConfigError::invalid("CDC_EXCLUDE_FIELDS", reason))?;
+        let addr = cdc.cdc_http_addr.trim();
+        let http_addr = if addr.is_empty() {
+            None
+        } else {
+            Some(addr.parse().map_err(|_| {
+                ConfigError::invalid("CDC_HTTP_ADDR", format!("`{addr}` is not host:port (e.g. 127.0.0.1:8089), or empty"))
+            })?)
+        };
+        let headroom_warn = humantime::parse_duration(cdc.cdc_oplog_headroom_warn.trim()).map_err(|e| {
+            ConfigError::invalid("CDC_OPLOG_HEADROOM_WARN", format!("`{}`: {e} (e.g. 1h, 30m)", cdc.cdc_oplog_headroom_warn))
+        })?;
+        if cdc.cdc_max_message_bytes < 1024 {
+            return Err(ConfigError::invalid("CDC_MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        Ok(Self { mongo, rabbit, cdc, exclude_fields, http_addr, headroom_warn })
     }
 }
 

@@ -12,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BridgeSettings, CdcSettings, MongoSettings, RabbitSettings, SinkSettings};
+use crate::config::{BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
 use crate::db::Mongo;
 use crate::ml::{ModelConfig, Task};
 use crate::mq::Rabbit;
@@ -46,13 +46,22 @@ pub struct DemoPlan {
 /// Run the demo against the services in the environment's settings.
 pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
     let mongo_env = MongoSettings::from_env()?;
-    let rabbit_env = RabbitSettings::from_env()?;
-    let state_db: CdcSettings = envy::from_env().map_err(crate::error::ConfigError::from_envy)?;
-    let bridge = BridgeSettings {
-        mongo: MongoSettings { mongo_database_name: DB.into(), mongo_collections: String::new(), ..mongo_env.clone() },
-        rabbit: RabbitSettings { rabbitmq_queue_name: QUEUE.into(), ..rabbit_env.clone() },
-        cdc: CdcSettings { cdc_name: CDC_NAME.into(), ..state_db },
+    // The environment's servers and bridge settings, with the demo's own names.
+    let mut bridge = BridgeSettings::from_env()?;
+    bridge.mongo = MongoSettings {
+        mongo_database_name: DB.into(),
+        mongo_collections: String::new(),
+        mongo_exclude_collections: String::new(),
+        ..mongo_env.clone()
     };
+    bridge.rabbit = RabbitSettings {
+        rabbitmq_queue_name: QUEUE.into(),
+        rabbitmq_exchange: String::new(),
+        ..bridge.rabbit.clone()
+    };
+    bridge.cdc.cdc_name = CDC_NAME.into();
+    bridge.cdc.cdc_snapshot_mode = crate::config::SnapshotMode::Initial;
+    bridge.exclude_fields = Default::default();
     let sink = SinkSettings {
         rabbit: bridge.rabbit.clone(),
         model: ModelConfig::new(Task::Classification),

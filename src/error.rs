@@ -123,6 +123,16 @@ pub enum MqError {
         /// Why.
         reason: String,
     },
+    /// The TLS handshake with the broker failed.
+    #[error(
+        "RabbitMQ at {addr}: the TLS handshake failed (check RABBITMQ_TLS_CA_FILE, RABBITMQ_HOST and RABBITMQ_PORT): {reason}"
+    )]
+    Tls {
+        /// host:port and vhost.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The broker negatively acknowledged a message.
     #[error("RabbitMQ nacked a published message")]
     Nack,

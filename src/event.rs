@@ -102,6 +102,11 @@ pub struct ChangeEvent {
     pub source: Source,
     /// Event wall time (for a snapshot row, when it was read), ms since the epoch.
     pub ts_ms: i64,
+    /// Parts left out because the event was too large to publish whole
+    /// (`CDC_OVERSIZE=truncate`): `before`, `updated_fields` (with `removed_fields`), `after`.
+    /// Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Vec<String>>,
 }
 
 impl ChangeEvent {
@@ -360,6 +365,7 @@ mod tests {
                 snapshot: SnapshotMark::False,
             },
             ts_ms: 7,
+            truncated: None,
         }
     }
 

@@ -253,8 +253,8 @@ pub struct CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Start the writer over `store`.
-    pub fn spawn<S: CheckpointStore>(store: S) -> Self {
+    /// Start the writer over `store`; `saved` hears of every checkpoint written.
+    pub fn spawn<S: CheckpointStore>(store: S, saved: impl Fn(&Checkpoint) + Send + 'static) -> Self {
         let (tx, mut rx) = watch::channel::<Option<Checkpoint>>(None);
         let task = tokio::spawn(async move {
             loop {
@@ -262,6 +262,7 @@ impl CheckpointWriter {
                 let checkpoint = rx.borrow_and_update().clone();
                 if let Some(checkpoint) = checkpoint {
                     save_with_retry(&store, &checkpoint).await;
+                    saved(&checkpoint);
                 }
                 if closed {
                     return;

@@ -25,9 +25,9 @@ pub enum EventError {
     Missing(&'static str),
 }
 
-/// Build the wire event from a change stream event. `Ok(None)` for operation types we do not
-/// publish (drop, rename, invalidate, ...).
-pub fn change(ev: &ChangeStreamEvent<Document>) -> Result<Option<ChangeEvent>, EventError> {
+/// Build the wire event from a change stream event, without the fields `redact` names.
+/// `Ok(None)` for operation types we do not publish (drop, rename, invalidate, ...).
+pub fn change(ev: &ChangeStreamEvent<Document>, redact: &Redaction) -> Result<Option<ChangeEvent>, EventError> {
     let op = match ev.operation_type {
         OperationType::Insert => Op::Create,
         OperationType::Update | OperationType::Replace => Op::Update,
@@ -39,16 +39,24 @@ pub fn change(ev: &ChangeStreamEvent<Document>) -> Result<Option<ChangeEvent>, E
     let id_value = ev.document_key.as_ref().and_then(|k| k.get("_id")).ok_or(EventError::Missing("documentKey._id"))?;
     let ct = ev.cluster_time.ok_or(EventError::Missing("clusterTime"))?;
     let ts_ms = ev.wall_time.map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
-    let (updated_fields, removed_fields) = match &ev.update_description {
+    let (mut updated_fields, mut removed_fields) = match &ev.update_description {
         Some(u) => (Some(doc_to_json(&u.updated_fields)), Some(u.removed_fields.clone())),
         None => (None, None),
     };
+    let mut before = ev.full_document_before_change.as_ref().map(doc_to_json);
+    let mut after = if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) };
+    if !redact.is_empty() {
+        for doc in [before.as_mut(), after.as_mut()].into_iter().flatten() {
+            redact.document(&collection, doc);
+        }
+        redact.update(&collection, updated_fields.as_mut(), removed_fields.as_mut());
+    }
     Ok(Some(ChangeEvent {
         id: token_data(&ev.id),
         op,
         key: key_string(id_value),
-        before: ev.full_document_before_change.as_ref().map(doc_to_json),
-        after: if op == Op::Delete { None } else { ev.full_document.as_ref().map(doc_to_json) },
+        before,
+        after,
         updated_fields,
         removed_fields,
         source: Source {
@@ -58,6 +66,7 @@ pub fn change(ev: &ChangeStreamEvent<Document>) -> Result<Option<ChangeEvent>, E
             snapshot: SnapshotMark::False,
         },
         ts_ms,
+        truncated: None,
     }))
 }
 
@@ -79,14 +88,21 @@ pub struct RowSource<'a> {
 /// `r:<snapshot id>:<collection>:<id>`, is the same if the row is read again after a crash,
 /// so consumers drop the repeat; the `_id` part is its canonical extended JSON, so ids of
 /// different BSON types (`7` and `"7"`) never share one.
-pub fn row(doc: &Document, at: &RowSource<'_>, mark: SnapshotMark) -> Result<ChangeEvent, EventError> {
+pub fn row(
+    doc: &Document,
+    at: &RowSource<'_>,
+    mark: SnapshotMark,
+    redact: &Redaction,
+) -> Result<ChangeEvent, EventError> {
     let id = doc.get("_id").ok_or(EventError::Missing("_id"))?;
+    let mut after = doc_to_json(doc);
+    redact.document(at.collection, &mut after);
     Ok(ChangeEvent {
         id: format!("r:{}:{}:{}", at.snapshot_id, at.collection, id.clone().into_canonical_extjson()),
         op: Op::Read,
         key: key_string(id),
         before: None,
-        after: Some(doc_to_json(doc)),
+        after: Some(after),
         updated_fields: None,
         removed_fields: None,
         source: Source {
@@ -96,7 +112,101 @@ pub fn row(doc: &Document, at: &RowSource<'_>, mark: SnapshotMark) -> Result<Cha
             snapshot: mark,
         },
         ts_ms: at.ts_ms,
+        truncated: None,
     })
+}
+
+/// The fields never published (`CDC_EXCLUDE_FIELDS`): `collection.path.to.field`, where `*`
+/// stands for any collection. They are removed from `after`, `before`, `updated_fields`,
+/// `removed_fields` and snapshot rows before anything is encoded further, inside nested
+/// documents and arrays of documents alike.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Redaction {
+    rules: Vec<(Option<String>, Vec<String>)>,
+}
+
+impl Redaction {
+    /// Parse `CDC_EXCLUDE_FIELDS`; the error says what is wrong (never a document's value).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some((coll, path)) = item.split_once('.') else {
+                return Err(format!("`{item}` is not `collection.field` (`*.field` for every collection)"));
+            };
+            let path: Vec<String> = path.split('.').map(String::from).collect();
+            if coll.is_empty() || path.iter().any(String::is_empty) {
+                return Err(format!("`{item}` has an empty part"));
+            }
+            if path[0] == "_id" {
+                return Err(format!("`{item}`: `_id` is the document's key and is always published"));
+            }
+            rules.push(((coll != "*").then(|| coll.to_string()), path));
+        }
+        Ok(Self { rules })
+    }
+
+    /// Nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    fn paths<'a>(&'a self, collection: &'a str) -> impl Iterator<Item = &'a [String]> + 'a {
+        self.rules.iter().filter(move |(c, _)| c.as_deref().is_none_or(|c| c == collection)).map(|(_, p)| p.as_slice())
+    }
+
+    /// Remove the excluded fields of `collection` from a document.
+    pub fn document(&self, collection: &str, doc: &mut Map<String, Value>) {
+        for path in self.paths(collection) {
+            remove_path(doc, path);
+        }
+    }
+
+    /// Remove the excluded fields of `collection` from an update's delta, whose keys are
+    /// dotted paths (array indexes included): a key at or inside an excluded field goes, and
+    /// a key above one loses it from its value.
+    pub fn update(&self, collection: &str, updated: Option<&mut Map<String, Value>>, removed: Option<&mut Vec<String>>) {
+        let segments = |key: &str| -> Vec<String> {
+            key.split('.').filter(|s| s.parse::<usize>().is_err()).map(String::from).collect()
+        };
+        if let Some(updated) = updated {
+            for path in self.paths(collection) {
+                updated.retain(|key, _| !segments(key).starts_with(path));
+                for (key, value) in updated.iter_mut() {
+                    let above = segments(key);
+                    if path.starts_with(&above) {
+                        remove_in(value, &path[above.len()..]);
+                    }
+                }
+            }
+        }
+        if let Some(removed) = removed {
+            removed.retain(|key| !self.paths(collection).any(|path| segments(key).starts_with(path)));
+        }
+    }
+}
+
+/// Remove `path` from `doc`: the nested field, and a literal key spelling the dotted path.
+/// `retain` rather than `remove`, which would reorder the keys under serde_json's
+/// `preserve_order`.
+fn remove_path(doc: &mut Map<String, Value>, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else { return };
+    if rest.is_empty() {
+        doc.retain(|k, _| k != first);
+        return;
+    }
+    let dotted = path.join(".");
+    doc.retain(|k, _| *k != dotted);
+    if let Some(v) = doc.get_mut(first) {
+        remove_in(v, rest);
+    }
+}
+
+fn remove_in(value: &mut Value, path: &[String]) {
+    match value {
+        Value::Object(m) => remove_path(m, path),
+        Value::Array(items) => items.iter_mut().for_each(|v| remove_in(v, path)),
+        _ => {}
+    }
 }
 
 /// The `_data` string of a resume token (falls back to its extended JSON).
@@ -236,14 +346,51 @@ mod tests {
     fn rows_have_stable_ids_that_keep_the_id_type() {
         let at =
             RowSource { snapshot_id: "s1", db: "d", collection: "c", read_at: ClusterTime { t: 9, i: 1 }, ts_ms: 5 };
-        let int = row(&doc! {"_id": 7, "v": 1}, &at, SnapshotMark::True).unwrap();
-        let text = row(&doc! {"_id": "7", "v": 1}, &at, SnapshotMark::Last).unwrap();
+        let none = Redaction::default();
+        let int = row(&doc! {"_id": 7, "v": 1}, &at, SnapshotMark::True, &none).unwrap();
+        let text = row(&doc! {"_id": "7", "v": 1}, &at, SnapshotMark::Last, &none).unwrap();
         assert_eq!(int.key, text.key, "both keys read 7");
         assert_ne!(int.id, text.id, "but the ids tell the types apart");
-        assert_eq!(int.id, row(&doc! {"_id": 7, "v": 2}, &at, SnapshotMark::True).unwrap().id, "stable");
+        assert_eq!(int.id, row(&doc! {"_id": 7, "v": 2}, &at, SnapshotMark::True, &none).unwrap().id, "stable");
         assert_eq!((int.op, int.before.is_none()), (Op::Read, true));
         assert_eq!(text.source.snapshot, SnapshotMark::Last);
         assert_eq!(int.after.unwrap()["v"], 1);
-        assert!(row(&doc! {"v": 1}, &at, SnapshotMark::True).is_err());
+        assert!(row(&doc! {"v": 1}, &at, SnapshotMark::True, &none).is_err());
+    }
+
+    #[test]
+    fn redaction_removes_fields_everywhere_they_can_hide() {
+        let r = Redaction::parse("users.password, *.card.number").unwrap();
+        let mut doc = doc_to_json(&doc! {
+            "_id": 1, "password": "s3cret", "name": "a",
+            "card": {"number": "4111", "exp": "12/30"},
+            "cards": [{"card": {"number": "1"}}],
+            "payments": [{"x": 1}],
+            "card.number": "literal",
+        });
+        r.document("users", &mut doc);
+        let text = Value::Object(doc.clone()).to_string();
+        assert!(!text.contains("s3cret") && !text.contains("4111") && !text.contains("literal"), "{text}");
+        assert_eq!(doc["card"], serde_json::json!({"exp": "12/30"}));
+        assert_eq!(doc.keys().cloned().collect::<Vec<_>>(), ["_id", "name", "card", "cards", "payments"], "order kept");
+        // Another collection keeps its `password`; `*.card.number` still goes.
+        let mut other = doc_to_json(&doc! {"password": "p", "card": {"number": "4111"}});
+        r.document("orders", &mut other);
+        assert_eq!(Value::Object(other), serde_json::json!({"password": "p", "card": {}}));
+
+        let mut updated = doc_to_json(&doc! {"password": "x", "card.number": "1", "card": {"number": "2", "exp": "e"}, "items.0.card.number": "3", "name": "b"});
+        let mut removed = vec!["password".to_string(), "card.number".to_string(), "other".to_string()];
+        r.update("users", Some(&mut updated), Some(&mut removed));
+        // `items.0.card.number` is `items.card.number`, another field.
+        assert_eq!(Value::Object(updated), serde_json::json!({"card": {"exp": "e"}, "items.0.card.number": "3", "name": "b"}));
+        assert_eq!(removed, ["other"]);
+    }
+
+    #[test]
+    fn redaction_settings_are_checked() {
+        assert!(Redaction::parse("").unwrap().is_empty());
+        assert!(Redaction::parse("password").unwrap_err().contains("collection.field"));
+        assert!(Redaction::parse("users._id").unwrap_err().contains("_id"));
+        assert!(Redaction::parse("users..x").unwrap_err().contains("empty"));
     }
 }

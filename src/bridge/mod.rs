@@ -10,10 +10,12 @@
 
 pub mod checkpoint;
 pub mod encode;
+pub mod metrics;
 mod snapshot;
 mod source;
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -21,16 +23,17 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use indicatif::{ProgressBar, ProgressStyle};
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::change_stream::ChangeStream;
-use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongodb::change_stream::event::ResumeToken;
 use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, MongoCheckpointStore, Reason, SnapshotProgress};
-use self::source::{Item, Source, SourceError};
+use self::metrics::BridgeMetrics;
+use self::source::{Encoding, Item, Source, SourceError};
 use crate::config::{BridgeSettings, SnapshotMode};
 use crate::db::Mongo;
 use crate::error::{MongoError, MqError};
@@ -50,6 +53,17 @@ pub enum BridgeError {
     /// The snapshot cannot run here.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// An event that cannot be published (`CDC_OVERSIZE=fail`), or a stream we cannot read.
+    #[error("{0}")]
+    Source(String),
+    /// `/health` and `/metrics` cannot be served.
+    #[error("cannot listen on CDC_HTTP_ADDR {addr}: {reason}")]
+    Http {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Changes per `getMore`: fewer round trips while draining a backlog; an idle stream still
@@ -108,13 +122,28 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         None => tracing::info!(name = %settings.cdc.cdc_name, "no checkpoint, starting from now"),
     }
 
+    let metrics = Arc::new(BridgeMetrics::new(settings.headroom_warn));
+    let http_stop = shutdown.child_token();
+    let http = match settings.http_addr {
+        Some(addr) => Some(metrics::serve(addr, metrics.clone(), http_stop.clone()).await.map_err(|reason| {
+            BridgeError::Http { addr: addr.to_string(), reason }
+        })?),
+        None => None,
+    };
+    let headroom = tokio::spawn(watch_headroom(client.clone(), metrics.clone()));
+    let saved = {
+        let m = metrics.clone();
+        move |c: &Checkpoint| m.checkpoint_written(encode::token_cluster_time(c.token()))
+    };
     let mut bridge = Bridge {
-        topology: Topology::new(&settings.rabbit.rabbitmq_queue_name),
+        topology: Topology::from_settings(&settings.rabbit),
         window: settings.cdc.cdc_confirm_window.max(1),
         confirmed: resume,
         resync: false,
-        writer: CheckpointWriter::spawn(store.clone()),
+        writer: CheckpointWriter::spawn(store.clone(), saved),
         progress: Progress::default(),
+        split_events: None,
+        metrics,
         store,
         settings,
         mongo,
@@ -123,7 +152,37 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
     let result = bridge.supervise(&shutdown).await;
     bridge.writer.finish(DRAIN_LIMIT).await;
     bridge.progress.finish();
+    headroom.abort();
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     result
+}
+
+/// Every 10 s: how long until the checkpoint falls off the oplog (the time between the oldest
+/// oplog entry and the checkpoint), for `/metrics` and `/health`. Nothing where the oplog
+/// cannot be read (no privilege, `mongos`).
+async fn watch_headroom(client: mongodb::Client, metrics: Arc<BridgeMetrics>) {
+    loop {
+        if let Some(at) = metrics.checkpoint_time() {
+            let oldest = oldest_oplog_entry(&client).await;
+            metrics.set_headroom(oldest.map(|(t, _)| i64::from(at.t) - i64::from(t)));
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// The timestamp of the oldest oplog entry, if the oplog can be read.
+async fn oldest_oplog_entry(client: &mongodb::Client) -> Option<(u32, u32)> {
+    let oldest = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .projection(doc! {"ts": 1})
+        .await;
+    oldest.ok().flatten().and_then(|d| d.get_timestamp("ts").ok()).map(|ts| (ts.time, ts.increment))
 }
 
 fn classify(mongo: &Mongo, e: MongoError) -> MongoError {
@@ -147,6 +206,10 @@ struct Bridge {
     /// For the one synchronous write: pinning the start on a first run.
     store: MongoCheckpointStore,
     progress: Progress,
+    /// Whether the server splits events over 16 MB (`$changeStreamSplitLargeEvent`, MongoDB
+    /// 6.0.9 and 7.0+); asked once.
+    split_events: Option<bool>,
+    metrics: Arc<BridgeMetrics>,
 }
 
 /// How a session ended without error.
@@ -180,9 +243,11 @@ impl Bridge {
                 Err(Failure::HistoryLost) => self.history_lost()?,
                 Err(Failure::Mongo(e)) if history_lost(&e) => self.history_lost()?,
                 Err(Failure::Mongo(e)) => {
+                    self.metrics.set_down(format!("MongoDB failed: {e}"));
                     tracing::warn!(error = %e, "MongoDB failed, resuming from the last confirmed change")
                 }
                 Err(Failure::Mq(e)) => {
+                    self.metrics.set_down(format!("RabbitMQ failed: {e}"));
                     tracing::warn!(error = %e, "RabbitMQ failed, republishing from the last confirmed change")
                 }
             }
@@ -215,7 +280,9 @@ impl Bridge {
     /// One change stream and one channel, until shutdown, a closed stream or a failure.
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<End, Failure> {
         let publisher = Publisher::open(&self.rabbit, &self.topology).await.map_err(|e| match e {
-            MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Topology(_) => Failure::Fatal(e.into()),
+            MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. } | MqError::Topology(_) => {
+                Failure::Fatal(e.into())
+            }
             e => Failure::Mq(e),
         })?;
         let client = self.mongo.client().await.map_err(|e| Failure::Fatal(e.into()))?.clone();
@@ -230,7 +297,15 @@ impl Bridge {
             Checkpoint::Stream { .. } => None,
         };
         let stop_after = self.settings.cdc.cdc_snapshot_mode == SnapshotMode::InitialOnly;
-        let source = Source::new(stream, at, snapshot, stop_after, self.settings.mongo.mongo_database_name.clone());
+        let encoding = Encoding {
+            db: self.settings.mongo.mongo_database_name.clone(),
+            redact: self.settings.exclude_fields.clone(),
+            max_bytes: self.settings.cdc.cdc_max_message_bytes,
+            oversize: self.settings.cdc.cdc_oversize,
+            metrics: self.metrics.clone(),
+        };
+        let source = Source::new(stream, at, snapshot, stop_after, encoding);
+        self.metrics.set_up();
 
         // Room for at least two chunks, so the next one is read while one is published.
         let (tx, mut rx) = mpsc::channel(self.window.max(2 * self.settings.cdc.cdc_snapshot_chunk));
@@ -252,11 +327,14 @@ impl Bridge {
                     inflight_bytes -= bytes;
                     self.advance(at);
                 }
-                _ = ticker.tick() => self.progress.log(),
+                _ = ticker.tick() => {
+                    self.progress.log();
+                    self.sample_unrouted().await;
+                }
                 item = rx.recv(), if inflight.len() < self.window && inflight_bytes < INFLIGHT_BYTES => match item {
                     None => break Ok(End::StreamClosed),
                     Some(Err(SourceError::Mongo(e))) => break Err(Failure::Mongo(e)),
-                    Some(Err(SourceError::Fatal(why))) => break Err(Failure::Fatal(BridgeError::Snapshot(why))),
+                    Some(Err(SourceError::Fatal(why))) => break Err(Failure::Fatal(BridgeError::Source(why))),
                     Some(Ok(Item::Mark(at))) => {
                         if inflight.is_empty() {
                             self.advance(at);
@@ -271,22 +349,46 @@ impl Bridge {
                     Some(Ok(Item::Publish { body, envelope, at })) => {
                         let bytes = body.len();
                         inflight_bytes += bytes;
+                        let (collection, op, ts_ms) = (envelope.collection.clone(), envelope.kind, envelope.ts_ms);
                         let mut send = Box::pin(publisher.send(body, envelope));
                         // Polled once here, so the frames are queued in the source's order;
                         // writing them out and the broker's confirm complete in flight.
                         let queued = futures::poll!(send.as_mut());
+                        let metrics = self.metrics.clone();
+                        let sent_at = Instant::now();
                         inflight.push_back(Box::pin(async move {
                             let confirm = match queued {
                                 Poll::Ready(sent) => sent?,
                                 Poll::Pending => send.await?,
                             };
-                            confirmed(confirm).await.map(|()| (at, bytes))
+                            match confirmed(confirm).await {
+                                Ok(()) => {
+                                    metrics.confirm_latency.observe(sent_at.elapsed().as_secs_f64());
+                                    metrics.published.with_label_values(&[collection.as_str(), op]).inc();
+                                    if matches!(op, "c" | "u" | "d") {
+                                        metrics.change_published(ts_ms);
+                                    }
+                                    Ok((at, bytes))
+                                }
+                                Err(e) => {
+                                    match e {
+                                        MqError::Nack => metrics.nacks.inc(),
+                                        MqError::Returned(_) => metrics.returns.inc(),
+                                        _ => {}
+                                    }
+                                    Err(e)
+                                }
+                            }
                         }));
                     }
                 },
             }
         };
         drop(rx);
+        if end.is_err() {
+            // What is in flight is published again by the next session.
+            self.metrics.republished.inc_by(inflight.len() as u64);
+        }
 
         // Stop reading, then let what is in flight land (bounded), so the checkpoint covers it.
         let drained = tokio::time::timeout(DRAIN_LIMIT, async {
@@ -298,7 +400,10 @@ impl Bridge {
         .await;
         match drained {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Failure::Mq(e)),
+            Ok(Err(e)) => {
+                self.metrics.republished.inc_by(inflight.len() as u64 + 1);
+                return Err(Failure::Mq(e));
+            }
             Err(_) => tracing::warn!("confirms still outstanding after {DRAIN_LIMIT:?}; they will be published again"),
         }
         publisher.close().await;
@@ -311,7 +416,7 @@ impl Bridge {
     async fn open(
         &mut self,
         client: &mongodb::Client,
-    ) -> Result<(ChangeStream<ChangeStreamEvent<Document>>, Checkpoint), Failure> {
+    ) -> Result<(ChangeStream<RawDocumentBuf>, Checkpoint), Failure> {
         if let Some(at) = self.confirmed.clone() {
             let snapshotting = matches!(at, Checkpoint::Snapshot { .. });
             let stream = self.open_stream(client, Some(at.token()), snapshotting).await.map_err(Failure::Mongo)?;
@@ -328,7 +433,8 @@ impl Bridge {
         let at = if snapshotting {
             let reader = self.reader(client);
             let mongo = &self.settings.mongo;
-            let collections = reader.plan(&mongo.collections(), &[]).await.map_err(Failure::Mongo)?;
+            let collections =
+                reader.plan(&mongo.collections(), &mongo.excluded_collections()).await.map_err(Failure::Mongo)?;
             let progress = SnapshotProgress {
                 id: snapshot::new_id(),
                 reason: if self.resync { Reason::Resync } else { Reason::Initial },
@@ -367,21 +473,35 @@ impl Bridge {
     }
 
     async fn open_stream(
-        &self,
+        &mut self,
         client: &mongodb::Client,
         after: Option<&ResumeToken>,
         snapshotting: bool,
-    ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
+    ) -> Result<ChangeStream<RawDocumentBuf>, mongodb::error::Error> {
+        let split = match self.split_events {
+            Some(split) => split,
+            None => *self.split_events.insert(splits_large_events(client).await),
+        };
         let db = client.database(&self.settings.mongo.mongo_database_name);
         // Other operation types are dropped as they are read (`encode::change`), not by a
         // server-side `$match`: it costs the server per event, and the post-batch resume
-        // token moves on either way.
-        let collections = self.settings.mongo.collections();
-        let pipeline = if collections.is_empty() {
-            Vec::new()
-        } else {
-            vec![doc! {"$match": {"$or": [{"ns.coll": {"$in": collections}}, {"operationType": "invalidate"}]}}]
-        };
+        // token moves on either way. Collections are filtered on the server.
+        let (only, except) = (self.settings.mongo.collections(), self.settings.mongo.excluded_collections());
+        let mut pipeline = Vec::new();
+        if !only.is_empty() || !except.is_empty() {
+            let mut coll = Document::new();
+            if !only.is_empty() {
+                coll.insert("$in", only);
+            }
+            if !except.is_empty() {
+                coll.insert("$nin", except);
+            }
+            pipeline.push(doc! {"$match": {"$or": [{"ns.coll": coll}, {"operationType": "invalidate"}]}});
+        }
+        if split {
+            // An event over 16 MB comes in fragments the source puts back together.
+            pipeline.push(doc! {"$changeStreamSplitLargeEvent": {}});
+        }
         let watch = db
             .watch()
             .pipeline(pipeline)
@@ -389,11 +509,23 @@ impl Bridge {
             .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
             .batch_size(READ_BATCH);
         let watch = if snapshotting { watch.max_await_time(SNAPSHOT_AWAIT) } else { watch };
-        match after {
+        let stream = match after {
             // `start_after` (not `resume_after`) so a token from an `invalidate` still works.
-            Some(token) => watch.start_after(token.clone()).await,
-            None => watch.await,
+            Some(token) => watch.start_after(token.clone()).await?,
+            None => watch.await?,
+        };
+        Ok(stream.with_type::<RawDocumentBuf>())
+    }
+
+    /// How many messages wait in `<exchange>.unrouted`, for `/metrics`.
+    async fn sample_unrouted(&self) {
+        let Some(x) = &self.topology.exchange else { return };
+        let Ok(ch) = self.rabbit.channel().await else { return };
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        if let Ok(q) = ch.queue_declare(x.unrouted.as_str().into(), passive, Default::default()).await {
+            self.metrics.unrouted.set(i64::from(q.message_count()));
         }
+        let _ = ch.close(200, "sampled".into()).await;
     }
 }
 
@@ -464,16 +596,19 @@ fn history_lost(e: &mongodb::error::Error) -> bool {
 /// oplog cannot be read (no privilege, mongos), the server's own check is all there is.
 async fn oplog_lost(client: &mongodb::Client, token: &ResumeToken) -> bool {
     let Some(at) = encode::token_cluster_time(token) else { return false };
-    let oldest = client
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! {})
-        .sort(doc! {"$natural": 1})
-        .projection(doc! {"ts": 1})
-        .await;
-    match oldest.ok().flatten().and_then(|d| d.get_timestamp("ts").ok()) {
-        Some(ts) => (ts.time, ts.increment) > (at.t, at.i),
-        None => false,
+    oldest_oplog_entry(client).await.is_some_and(|oldest| oldest > (at.t, at.i))
+}
+
+/// Whether the server splits events over 16 MB into fragments (MongoDB 6.0.9 and 7.0+, and
+/// SecantusDB, which says it is 8.x); `false` when its version cannot be read.
+async fn splits_large_events(client: &mongodb::Client) -> bool {
+    let info = client.database("admin").run_command(doc! {"buildInfo": 1}).await;
+    let version = info.ok().and_then(|d| d.get_str("version").ok().map(String::from)).unwrap_or_default();
+    let parts: Vec<u32> = version.split(['.', '-']).map_while(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [major, ..] if *major >= 7 => true,
+        [6, 0, patch, ..] => *patch >= 9,
+        _ => false,
     }
 }
 

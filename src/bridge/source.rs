@@ -8,14 +8,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, RawBsonRef, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::ChangeStreamEvent;
 use tokio::sync::mpsc;
 
 use super::checkpoint::{Checkpoint, CollectionProgress, Cursor, SnapshotProgress};
-use super::encode::{self, RowSource};
+use super::encode::{self, Redaction, RowSource};
+use super::metrics::BridgeMetrics;
 use super::snapshot::{self, Chunk, ReadAhead, Reader, Touched, bracket_of, id_key};
+use crate::config::OversizeMode;
 use crate::event::{
     CONTROL_OP, ChangeEvent, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
 };
@@ -91,16 +93,34 @@ impl Snapshot {
     }
 }
 
+/// How the source encodes what it reads.
+pub(super) struct Encoding {
+    /// The watched database.
+    pub db: String,
+    /// Fields never published.
+    pub redact: Redaction,
+    /// The largest message body (`CDC_MAX_MESSAGE_BYTES`).
+    pub max_bytes: usize,
+    /// What to do with a larger one (`CDC_OVERSIZE`).
+    pub oversize: OversizeMode,
+    /// Counters for what was skipped or truncated.
+    pub metrics: Arc<BridgeMetrics>,
+}
+
 /// Turns the stream (and a snapshot) into [`Item`]s.
 pub(super) struct Source {
-    stream: ChangeStream<ChangeStreamEvent<Document>>,
+    /// Raw events: a large one may come in fragments (`$changeStreamSplitLargeEvent`), which
+    /// do not each parse as an event.
+    stream: ChangeStream<RawDocumentBuf>,
+    /// Fragments of a split event, until its last one arrives.
+    fragments: Vec<RawDocumentBuf>,
     /// Where the bridge stands after the last item sent.
     at: Checkpoint,
     /// The cluster time the stream has been read up to (every change up to it was sent).
     stream_time: ClusterTime,
     snapshot: Option<Snapshot>,
     stop_after_snapshot: bool,
-    db: String,
+    encoding: Encoding,
     last_mark: Option<mongodb::change_stream::event::ResumeToken>,
 }
 
@@ -108,15 +128,24 @@ impl Source {
     /// A source over `stream`, which was opened at `at`; `snapshot` drives the snapshot when
     /// `at` has one in progress.
     pub(super) fn new(
-        stream: ChangeStream<ChangeStreamEvent<Document>>,
+        stream: ChangeStream<RawDocumentBuf>,
         at: Checkpoint,
         snapshot: Option<Snapshot>,
         stop_after_snapshot: bool,
-        db: String,
+        encoding: Encoding,
     ) -> Self {
         let stream_time = encode::token_cluster_time(at.token()).unwrap_or_default();
         let snapshot = if matches!(at, Checkpoint::Snapshot { .. }) { snapshot } else { None };
-        Self { stream, at, stream_time, snapshot, stop_after_snapshot, db, last_mark: None }
+        Self {
+            stream,
+            fragments: Vec::new(),
+            at,
+            stream_time,
+            snapshot,
+            stop_after_snapshot,
+            encoding,
+            last_mark: None,
+        }
     }
 
     /// Read until the stream closes, the session goes away, or an error (which is sent on).
@@ -129,6 +158,86 @@ impl Source {
         }
     }
 
+    /// A whole event from what the stream returned: itself, or, for the last fragment of a
+    /// split event, all its fragments merged (the last fragment's `_id` resumes after it).
+    fn assemble(&mut self, raw: RawDocumentBuf) -> Result<Option<ChangeStreamEvent<Document>>, Stop> {
+        let of = match raw.get("splitEvent") {
+            Ok(Some(RawBsonRef::Document(split))) => split.get_i32("of").unwrap_or(1),
+            _ => 1,
+        };
+        let whole = if of > 1 {
+            self.fragments.push(raw);
+            if self.fragments.len() < of as usize {
+                return Ok(None);
+            }
+            let mut merged = RawDocumentBuf::new();
+            let mut seen = std::collections::HashSet::new();
+            for fragment in self.fragments.drain(..).rev() {
+                for field in fragment.iter() {
+                    let (key, value) = field.map_err(|e| Stop::Failed(SourceError::Fatal(format!("a split event: {e}"))))?;
+                    if key != "splitEvent" && seen.insert(key.to_string()) {
+                        merged.append(key, value.to_raw_bson());
+                    }
+                }
+            }
+            merged
+        } else {
+            raw
+        };
+        let event = mongodb::bson::from_slice(whole.as_bytes())
+            .map_err(|e| Stop::Failed(SourceError::Mongo(mongodb::error::Error::from(e))))?;
+        Ok(Some(event))
+    }
+
+    /// The body of `ev`, or what `CDC_OVERSIZE` says when it is larger than
+    /// `CDC_MAX_MESSAGE_BYTES`: stop, skip it (`None`), or drop the pre-image, then the
+    /// update's delta, then the document, listing what went in `truncated`.
+    fn fit(&self, mut ev: ChangeEvent) -> Result<Option<(Vec<u8>, Envelope)>, Stop> {
+        let enc = &self.encoding;
+        let mut body = ev.to_json();
+        if body.len() <= enc.max_bytes {
+            return Ok(Some((body, Envelope::of(&ev))));
+        }
+        let what = format!(
+            "`{}` of {}.{} key {} is {} bytes, more than CDC_MAX_MESSAGE_BYTES ({})",
+            ev.op.code(),
+            ev.source.db,
+            ev.source.collection,
+            ev.key,
+            body.len(),
+            enc.max_bytes
+        );
+        if enc.oversize == OversizeMode::Fail {
+            return Err(Stop::Failed(SourceError::Fatal(format!(
+                "an event too large to publish: {what}; set CDC_OVERSIZE=skip or CDC_OVERSIZE=truncate to go on"
+            ))));
+        }
+        if enc.oversize == OversizeMode::Truncate {
+            let mut dropped = Vec::new();
+            for part in ["before", "updated_fields", "after"] {
+                let had = match part {
+                    "before" => ev.before.take().is_some(),
+                    "updated_fields" => ev.updated_fields.take().is_some() | ev.removed_fields.take().is_some(),
+                    _ => ev.after.take().is_some(),
+                };
+                if !had {
+                    continue;
+                }
+                dropped.push(part.to_string());
+                ev.truncated = Some(dropped.clone());
+                body = ev.to_json();
+                if body.len() <= enc.max_bytes {
+                    tracing::warn!(event = %what, truncated = ?dropped, "published an oversized event without some of its parts");
+                    enc.metrics.oversize_truncated.inc();
+                    return Ok(Some((body, Envelope::of(&ev))));
+                }
+            }
+        }
+        tracing::warn!(event = %what, "skipped an event too large to publish (CDC_OVERSIZE)");
+        enc.metrics.oversize_skipped.inc();
+        Ok(None)
+    }
+
     async fn pump(&mut self, tx: &mpsc::Sender<Result<Item, SourceError>>) -> Result<(), Stop> {
         loop {
             if let Some(snap) = self.snapshot.as_mut() {
@@ -138,7 +247,8 @@ impl Source {
                 }
             }
             match self.stream.next_if_any().await {
-                Ok(Some(change)) => {
+                Ok(Some(raw)) => {
+                    let Some(change) = self.assemble(raw)? else { continue };
                     let Some(token) = self.stream.resume_token() else { continue };
                     let time = change
                         .cluster_time
@@ -152,8 +262,11 @@ impl Source {
                     self.note_change(&change, time);
                     self.at.set_token(token);
                     self.stream_time = self.stream_time.max(time);
-                    let item = match encode::change(&change) {
-                        Ok(Some(ev)) => publish(&ev, self.at.clone()),
+                    let item = match encode::change(&change, &self.encoding.redact) {
+                        Ok(Some(ev)) => match self.fit(ev)? {
+                            Some((body, envelope)) => Item::Publish { body, envelope, at: self.at.clone() },
+                            None => Item::Mark(self.at.clone()),
+                        },
                         Ok(None) => Item::Mark(self.at.clone()),
                         Err(e) => {
                             // Without a namespace or key there is nothing a consumer could apply.
@@ -166,6 +279,11 @@ impl Source {
                 Ok(None) => {
                     if !self.stream.is_alive() {
                         return Ok(());
+                    }
+                    // Never a position inside a split event: resuming there would lose its
+                    // first fragments.
+                    if !self.fragments.is_empty() {
+                        continue;
                     }
                     let Some(token) = self.stream.resume_token() else { continue };
                     if self.last_mark.as_ref() == Some(&token) {
@@ -200,7 +318,7 @@ impl Source {
         };
         if let Some(cur) = &progress.current {
             if snap.ended {
-                let end = control(&self.db, progress, cur, Phase::End, self.stream_time);
+                let end = control(&self.encoding.db, progress, cur, Phase::End, self.stream_time);
                 tracing::info!(collection = %cur.name, rows = cur.rows, "snapshot of the collection is complete");
                 progress.current = None;
                 snap.ended = false;
@@ -248,7 +366,7 @@ impl Source {
             rows: 0,
             estimate: bounds.estimate,
         };
-        let start = control(&self.db, progress, &cur, Phase::Start, self.stream_time);
+        let start = control(&self.encoding.db, progress, &cur, Phase::Start, self.stream_time);
         progress.current = Some(cur);
         snap.touched.clear();
         send(tx, end_item(start, self.at.clone())).await?;
@@ -298,12 +416,12 @@ impl Source {
             let mark = if final_chunk && Some(i) == last_kept { SnapshotMark::Last } else { SnapshotMark::True };
             let at = RowSource {
                 snapshot_id: &progress.id,
-                db: &self.db,
+                db: &self.encoding.db,
                 collection: &cur.name,
                 read_at: chunk.read_at,
                 ts_ms: chunk.wall_ms,
             };
-            match encode::row(doc, &at, mark) {
+            match encode::row(doc, &at, mark, &self.encoding.redact) {
                 Ok(ev) => rows.push((ev, cur.clone())),
                 Err(e) => {
                     tracing::error!(error = %e, collection = %cur.name, "skipping a document that does not fit the contract")
@@ -325,14 +443,14 @@ impl Source {
                 },
                 other => other.clone(),
             };
-            send(tx, publish(&ev, at)).await?;
+            let item = match self.fit(ev)? {
+                Some((body, envelope)) => Item::Publish { body, envelope, at },
+                None => Item::Mark(at),
+            };
+            send(tx, item).await?;
         }
         send(tx, Item::Mark(after_chunk)).await
     }
-}
-
-fn publish(ev: &ChangeEvent, at: Checkpoint) -> Item {
-    Item::Publish { body: ev.to_json(), envelope: Envelope::of(ev), at }
 }
 
 fn end_item(ev: ControlEvent, at: Checkpoint) -> Item {

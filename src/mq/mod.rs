@@ -84,7 +84,7 @@ impl Rabbit {
                     .with_max_delay(Duration::from_secs(5))
                     .with_max_times(usize::MAX),
             )
-            .when(|e| !matches!(e, MqError::Auth { .. } | MqError::Vhost { .. }))
+            .when(|e| !matches!(e, MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. }))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "RabbitMQ unavailable, retrying"))
             .await?;
         let conn = Arc::new(conn);
@@ -96,7 +96,17 @@ impl Rabbit {
     async fn connect_once(&self) -> Result<Connection, MqError> {
         let name = format!("mongo-cdc (pid {})", std::process::id());
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        Connection::connect(&self.settings.amqp_uri(), props).await.map_err(|e| self.classify(e))
+        let uri = self.settings.amqp_uri();
+        let connected = match &self.settings.tls_ca_pem {
+            // A private CA: trusted on top of the usual roots.
+            Some(pem) => {
+                let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: Some(pem.clone()) };
+                let runtime = lapin::runtime::default_runtime().map_err(|e| self.classify(e))?;
+                Connection::connect_with_config(&uri, props, tls, runtime).await
+            }
+            None => Connection::connect(&uri, props).await,
+        };
+        connected.map_err(|e| self.classify(e))
     }
 
     fn classify(&self, e: lapin::Error) -> MqError {
@@ -113,7 +123,17 @@ impl Rabbit {
                 },
                 _ => MqError::Unreachable { addr, reason: e.to_string() },
             },
+            _ if self.settings.rabbitmq_tls && is_tls_failure(&e.to_string()) => {
+                MqError::Tls { addr, reason: e.to_string() }
+            }
             _ => MqError::Unreachable { addr, reason: e.to_string() },
         }
     }
+}
+
+/// Whether a connection error is the TLS handshake failing (certificate, protocol), which
+/// retrying will not fix.
+fn is_tls_failure(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["certificate", "handshake", "tls", "ssl", "unknownissuer", "invalid peer"].iter().any(|w| m.contains(w))
 }

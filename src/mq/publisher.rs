@@ -9,10 +9,10 @@ use super::topology::Topology;
 use crate::error::MqError;
 use crate::event::Envelope;
 
-/// Publishes messages to the queue and hands back their confirmations.
+/// Publishes messages to the queue (or the topic exchange) and hands back their confirmations.
 pub struct Publisher {
     channel: Channel,
-    routing_key: String,
+    topology: Topology,
 }
 
 impl Publisher {
@@ -21,7 +21,7 @@ impl Publisher {
         let channel = rabbit.channel().await?;
         topology.declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { channel, routing_key: topology.queue.clone() })
+        Ok(Self { channel, topology: topology.clone() })
     }
 
     /// Send one message. The future's first poll queues the message's frames on the channel,
@@ -34,11 +34,11 @@ impl Publisher {
         envelope: Envelope,
     ) -> impl Future<Output = Result<PublisherConfirm, MqError>> + Send + 'static {
         let channel = self.channel.clone();
-        let routing_key = self.routing_key.clone();
+        let (exchange, routing_key) = self.topology.route(&envelope);
         async move {
             Ok(channel
                 .basic_publish(
-                    "".into(),
+                    exchange.as_str().into(),
                     routing_key.as_str().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     &body,

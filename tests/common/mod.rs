@@ -40,7 +40,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -173,6 +173,7 @@ impl Env {
             ("RABBITMQ_QUEUE_NAME", queue),
             ("CDC_NAME", queue),
             ("CDC_STATE_DATABASE", &format!("{db}_state")),
+            ("CDC_HTTP_ADDR", &format!("127.0.0.1:{}", free_port())),
         ] {
             vars.insert(k.to_string(), v.to_string());
         }
