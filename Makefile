@@ -11,8 +11,9 @@ help: ## list the targets
 build: ## build the release binary
 	cargo build --release --locked
 
-deps: ## install what the tests need: SecantusDB in .venv, a running RabbitMQ on 127.0.0.1:5672
+deps: ## install what the tests need: SecantusDB in .venv, stunnel (TLS tests), a running RabbitMQ on 127.0.0.1:5672
 	bash scripts/venv.sh
+	bash scripts/apt.sh stunnel4=stunnel4 openssl=openssl
 	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
 
 test: deps lint ## the lint gate, then every test against real SecantusDB and RabbitMQ

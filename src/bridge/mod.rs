@@ -165,11 +165,16 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
 /// cannot be read (no privilege, `mongos`).
 async fn watch_headroom(client: mongodb::Client, metrics: Arc<BridgeMetrics>) {
     loop {
-        if let Some(at) = metrics.checkpoint_time() {
-            let oldest = oldest_oplog_entry(&client).await;
-            metrics.set_headroom(oldest.map(|(t, _)| i64::from(at.t) - i64::from(t)));
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let pause = match metrics.checkpoint_time() {
+            Some(at) => {
+                let oldest = oldest_oplog_entry(&client).await;
+                metrics.set_headroom(oldest.map(|(t, _)| i64::from(at.t) - i64::from(t)));
+                Duration::from_secs(10)
+            }
+            // Until the first checkpoint is written.
+            None => Duration::from_secs(1),
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 

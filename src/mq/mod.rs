@@ -46,6 +46,7 @@ impl Rabbit {
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(|c| !c.status().connected()) {
             *guard = Some(Arc::new(self.connect_once().await?));
+            tracing::info!(addr = %self.settings.display_addr(), "connected to RabbitMQ");
         }
         Ok(())
     }

@@ -126,7 +126,13 @@ impl Secantus {
         self.spawn().await;
     }
 
-    fn stop(&mut self) {
+    /// Start again after [`Secantus::stop`], on the same port and storage.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Stop (SIGTERM, then SIGKILL).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
