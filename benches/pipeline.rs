@@ -394,7 +394,8 @@ async fn raw_read(client: &Client, db: &str, start_at: Timestamp, n: u64, bridge
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let ev = encode::change(&first.expect("a change"), &Default::default()).expect("a contract change").expect("an insert");
+    let ev =
+        encode::change(&first.expect("a change"), &Default::default()).expect("a contract change").expect("an insert");
     (rate, ev.to_json())
 }
 
@@ -503,7 +504,11 @@ async fn raw_find_pipe(client: &Client, db: &str, n: u64, sorted: bool) -> f64 {
     Topology::new(&queue).declare(&ch).await.expect("declare the queue");
     let start = Instant::now();
     let coll = client.database(db).collection::<Document>(COLLECTION);
-    let order = if sorted { doc! {"_id": 1} } else { doc! {} };
+    let order = if sorted {
+        doc! {"_id": 1}
+    } else {
+        doc! {}
+    };
     let mut cursor = coll.find(doc! {}).sort(order).batch_size(1000).await.expect("find");
     let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, lapin::BasicProperties)>(512);
     let db_name = db.to_string();

@@ -367,11 +367,17 @@ impl BridgeSettings {
             None
         } else {
             Some(addr.parse().map_err(|_| {
-                ConfigError::invalid("CDC_HTTP_ADDR", format!("`{addr}` is not host:port (e.g. 127.0.0.1:8089), or empty"))
+                ConfigError::invalid(
+                    "CDC_HTTP_ADDR",
+                    format!("`{addr}` is not host:port (e.g. 127.0.0.1:8089), or empty"),
+                )
             })?)
         };
         let headroom_warn = humantime::parse_duration(cdc.cdc_oplog_headroom_warn.trim()).map_err(|e| {
-            ConfigError::invalid("CDC_OPLOG_HEADROOM_WARN", format!("`{}`: {e} (e.g. 1h, 30m)", cdc.cdc_oplog_headroom_warn))
+            ConfigError::invalid(
+                "CDC_OPLOG_HEADROOM_WARN",
+                format!("`{}`: {e} (e.g. 1h, 30m)", cdc.cdc_oplog_headroom_warn),
+            )
         })?;
         if cdc.cdc_max_message_bytes < 1024 {
             return Err(ConfigError::invalid("CDC_MAX_MESSAGE_BYTES", "must be at least 1024"));

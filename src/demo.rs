@@ -54,11 +54,8 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         mongo_exclude_collections: String::new(),
         ..mongo_env.clone()
     };
-    bridge.rabbit = RabbitSettings {
-        rabbitmq_queue_name: QUEUE.into(),
-        rabbitmq_exchange: String::new(),
-        ..bridge.rabbit.clone()
-    };
+    bridge.rabbit =
+        RabbitSettings { rabbitmq_queue_name: QUEUE.into(), rabbitmq_exchange: String::new(), ..bridge.rabbit.clone() };
     bridge.cdc.cdc_name = CDC_NAME.into();
     bridge.cdc.cdc_snapshot_mode = crate::config::SnapshotMode::Initial;
     bridge.exclude_fields = Default::default();

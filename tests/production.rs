@@ -17,18 +17,6 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// GET `path` from the bridge's HTTP server: (status, body).
-async fn bridge_get(env: &Env, path: &str) -> Option<(u16, String)> {
-    let resp = reqwest::get(format!("http://{}{path}", env.get("CDC_HTTP_ADDR"))).await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.ok()?))
-}
-
-/// The value of one Prometheus sample line (`name{labels} value`), if present.
-fn sample(metrics: &str, line_start: &str) -> Option<f64> {
-    metrics.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Declare `queue` bound to `exchange` with `key`, as another consumer would.
 async fn bind_queue(queue: &str, exchange: &str, key: &str) {
     let conn = Connection::connect(&amqp_uri("/"), ConnectionProperties::default()).await.unwrap();
@@ -113,20 +101,48 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
     let users = client.database(&db).collection::<Document>("users");
     let payments = client.database(&db).collection::<Document>("payments");
     // Existing documents: the snapshot must redact them too.
-    users.insert_one(doc! {"_id": 1, "name": "ann", "password": "SECRET-snap", "card": {"number": "4111-snap", "exp": "01/30"}}).await.unwrap();
+    users
+        .insert_one(
+            doc! {"_id": 1, "name": "ann", "password": "SECRET-snap", "card": {"number": "4111-snap", "exp": "01/30"}},
+        )
+        .await
+        .unwrap();
     client.database(&db).collection::<Document>("audit").insert_one(doc! {"_id": 1, "x": "AUDIT-snap"}).await.unwrap();
     let env = Env::bridge(&mongo.uri(), &db, &queue)
         .set("CDC_EXCLUDE_FIELDS", "users.password,*.card.number")
         .set("MONGO_EXCLUDE_COLLECTIONS", "audit");
     let mut bridge = start_bridge(&client, &env).await;
 
-    users.insert_one(doc! {"_id": 2, "name": "bob", "password": "SECRET-insert", "card": {"number": "4111-insert"}}).await.unwrap();
-    users.update_one(doc! {"_id": 2}, doc! {"$set": {"password": "SECRET-update", "card.number": "4111-update"}}).await.unwrap();
-    users.update_one(doc! {"_id": 2}, doc! {"$set": {"card": {"number": "4111-nested", "exp": "02/31"}}}).await.unwrap();
+    users
+        .insert_one(doc! {"_id": 2, "name": "bob", "password": "SECRET-insert", "card": {"number": "4111-insert"}})
+        .await
+        .unwrap();
+    users
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"password": "SECRET-update", "card.number": "4111-update"}})
+        .await
+        .unwrap();
+    users
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"card": {"number": "4111-nested", "exp": "02/31"}}})
+        .await
+        .unwrap();
     users.update_one(doc! {"_id": 2}, doc! {"$unset": {"password": ""}}).await.unwrap();
-    users.replace_one(doc! {"_id": 1}, doc! {"name": "ann", "password": "SECRET-replace", "card": {"number": "4111-replace"}}).await.unwrap();
-    payments.insert_one(doc! {"_id": 1, "card": {"number": "4111-payments", "brand": "visa"}, "password": "kept"}).await.unwrap();
-    client.database(&db).collection::<Document>("audit").insert_one(doc! {"_id": 2, "x": "AUDIT-insert"}).await.unwrap();
+    users
+        .replace_one(
+            doc! {"_id": 1},
+            doc! {"name": "ann", "password": "SECRET-replace", "card": {"number": "4111-replace"}},
+        )
+        .await
+        .unwrap();
+    payments
+        .insert_one(doc! {"_id": 1, "card": {"number": "4111-payments", "brand": "visa"}, "password": "kept"})
+        .await
+        .unwrap();
+    client
+        .database(&db)
+        .collection::<Document>("audit")
+        .insert_one(doc! {"_id": 2, "x": "AUDIT-insert"})
+        .await
+        .unwrap();
     payments.insert_one(doc! {"_id": "last"}).await.unwrap();
 
     let got = consume_until("/", &queue, LIMIT, |m| m.last().is_some_and(|m| m.json()["key"] == "last")).await;
@@ -141,7 +157,8 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
         .collect();
     assert!(!users_messages.contains("\"password\""), "the users' password field name appears:\n{users_messages}");
     // What is not excluded still arrives: the row, every change, the payments' own password.
-    let ops: Vec<String> = got.iter().map(|m| format!("{}/{}", m.json()["source"]["collection"], m.json()["op"])).collect();
+    let ops: Vec<String> =
+        got.iter().map(|m| format!("{}/{}", m.json()["source"]["collection"], m.json()["op"])).collect();
     for want in ["\"users\"/\"r\"", "\"users\"/\"c\"", "\"users\"/\"u\"", "\"payments\"/\"c\""] {
         assert!(ops.iter().any(|o| o == want), "{want} missing from {ops:?}");
     }
@@ -174,7 +191,8 @@ async fn large_events_arrive_whole_or_as_cdc_oversize_says() {
     big.insert_one(doc! {"_id": 1, "v": &nine_mb}).await.unwrap();
     big.replace_one(doc! {"_id": 1}, doc! {"v": format!("{nine_mb}b")}).await.unwrap();
     big.insert_one(doc! {"_id": 2, "v": "small"}).await.unwrap();
-    let got = consume_until("/", &queue, LIMIT, |m| m.iter().filter(|m| m.json()["op"] != "snapshot").count() >= 3).await;
+    let got =
+        consume_until("/", &queue, LIMIT, |m| m.iter().filter(|m| m.json()["op"] != "snapshot").count() >= 3).await;
     let got: Vec<Received> = got.into_iter().filter(|m| m.json()["op"] != "snapshot").collect();
     let replace = got[1].json();
     assert_eq!(replace["op"], "u");
@@ -304,20 +322,58 @@ impl Certs {
         };
         for ca in ["ca", "other_ca"] {
             run(&[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=mongo-cdc test {ca}"),
-                "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"),
-                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=mongo-cdc test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
             ]);
         }
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
         std::fs::write(
             dir.path().join("ext.cnf"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
         run(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-out", "server.pem", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "ext.cnf",
         ]);
         Self { dir }
     }

@@ -84,6 +84,13 @@ async fn a_snapshot_of_three_collections_survives_two_kill_9s() {
     let mut bridge = start_bridge(&client, &benv).await;
     for collection in ["beta", "gamma"] {
         wait_snapshot_in(&client, &benv, collection, 100).await;
+        if collection == "beta" {
+            // Its progress, readable while it runs.
+            let (_, m) = bridge_get(&benv, "/metrics").await.expect("the bridge serves /metrics");
+            assert_eq!(sample(&m, "cdc_snapshot_running "), Some(1.0), "{m}");
+            assert!(sample(&m, "cdc_snapshot_rows{collection=\"beta\"}").is_some_and(|r| r >= 1.0), "{m}");
+            assert_eq!(sample(&m, "cdc_snapshot_documents_estimated{collection=\"beta\"}"), Some(1500.0), "{m}");
+        }
         bridge.kill9();
         bridge = Proc::start(&["bridge"], &benv);
     }

@@ -246,35 +246,47 @@ fn from_document(d: &Document) -> Result<Option<Checkpoint>, String> {
 }
 
 /// Persists the newest checkpoint sent to it, coalescing bursts: while one write is in
-/// flight, later checkpoints replace each other and only the newest is written next.
+/// flight, later checkpoints replace each other and only the newest is written next. Each
+/// checkpoint comes with the number of messages confirmed up to it; [`Self::persisted`]
+/// tells how many of those the stored checkpoint covers, so the session can bound what a
+/// crash would publish again.
 pub struct CheckpointWriter {
-    tx: watch::Sender<Option<Checkpoint>>,
+    tx: watch::Sender<Option<(Checkpoint, u64)>>,
+    persisted: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
 impl CheckpointWriter {
     /// Start the writer over `store`; `saved` hears of every checkpoint written.
     pub fn spawn<S: CheckpointStore>(store: S, saved: impl Fn(&Checkpoint) + Send + 'static) -> Self {
-        let (tx, mut rx) = watch::channel::<Option<Checkpoint>>(None);
+        let (tx, mut rx) = watch::channel::<Option<(Checkpoint, u64)>>(None);
+        let (persisted_tx, persisted) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             loop {
                 let closed = rx.changed().await.is_err();
-                let checkpoint = rx.borrow_and_update().clone();
-                if let Some(checkpoint) = checkpoint {
+                let next = rx.borrow_and_update().clone();
+                if let Some((checkpoint, messages)) = next {
                     save_with_retry(&store, &checkpoint).await;
                     saved(&checkpoint);
+                    persisted_tx.send_replace(messages);
                 }
                 if closed {
                     return;
                 }
             }
         });
-        Self { tx, task }
+        Self { tx, persisted, task }
     }
 
-    /// Ask for `checkpoint` to be persisted (soon; the newest one wins).
-    pub fn advance(&self, checkpoint: Checkpoint) {
-        self.tx.send_replace(Some(checkpoint));
+    /// Ask for `checkpoint`, which covers the first `messages` messages confirmed, to be
+    /// persisted (soon; the newest one wins).
+    pub fn advance(&self, checkpoint: Checkpoint, messages: u64) {
+        self.tx.send_replace(Some((checkpoint, messages)));
+    }
+
+    /// How many confirmed messages the stored checkpoint covers (it changes as writes land).
+    pub fn persisted(&self) -> watch::Receiver<u64> {
+        self.persisted.clone()
     }
 
     /// Write the newest checkpoint and stop, waiting at most `limit`.

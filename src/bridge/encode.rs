@@ -164,7 +164,12 @@ impl Redaction {
     /// Remove the excluded fields of `collection` from an update's delta, whose keys are
     /// dotted paths (array indexes included): a key at or inside an excluded field goes, and
     /// a key above one loses it from its value.
-    pub fn update(&self, collection: &str, updated: Option<&mut Map<String, Value>>, removed: Option<&mut Vec<String>>) {
+    pub fn update(
+        &self,
+        collection: &str,
+        updated: Option<&mut Map<String, Value>>,
+        removed: Option<&mut Vec<String>>,
+    ) {
         let segments = |key: &str| -> Vec<String> {
             key.split('.').filter(|s| s.parse::<usize>().is_err()).map(String::from).collect()
         };
@@ -378,11 +383,16 @@ mod tests {
         r.document("orders", &mut other);
         assert_eq!(Value::Object(other), serde_json::json!({"password": "p", "card": {}}));
 
-        let mut updated = doc_to_json(&doc! {"password": "x", "card.number": "1", "card": {"number": "2", "exp": "e"}, "items.0.card.number": "3", "name": "b"});
+        let mut updated = doc_to_json(
+            &doc! {"password": "x", "card.number": "1", "card": {"number": "2", "exp": "e"}, "items.0.card.number": "3", "name": "b"},
+        );
         let mut removed = vec!["password".to_string(), "card.number".to_string(), "other".to_string()];
         r.update("users", Some(&mut updated), Some(&mut removed));
         // `items.0.card.number` is `items.card.number`, another field.
-        assert_eq!(Value::Object(updated), serde_json::json!({"card": {"exp": "e"}, "items.0.card.number": "3", "name": "b"}));
+        assert_eq!(
+            Value::Object(updated),
+            serde_json::json!({"card": {"exp": "e"}, "items.0.card.number": "3", "name": "b"})
+        );
         assert_eq!(removed, ["other"]);
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -90,8 +90,11 @@ impl BridgeMetrics {
         .expect("valid metric");
         registry.register(Box::new(published.clone())).expect("registered once");
         let confirm_latency = Histogram::with_opts(
-            HistogramOpts::new("cdc_confirm_latency_seconds", "Seconds from sending a message to the broker's confirm.")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            HistogramOpts::new(
+                "cdc_confirm_latency_seconds",
+                "Seconds from sending a message to the broker's confirm.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
         )
         .expect("valid metric");
         registry.register(Box::new(confirm_latency.clone())).expect("registered once");
@@ -158,7 +161,7 @@ impl BridgeMetrics {
     /// The cluster time of the last checkpoint written, if known.
     pub fn checkpoint_time(&self) -> Option<ClusterTime> {
         let v = self.checkpoint_at.load(Ordering::Relaxed);
-        (v != 0).then(|| ClusterTime { t: (v >> 32) as u32, i: v as u32 })
+        (v != 0).then_some(ClusterTime { t: (v >> 32) as u32, i: v as u32 })
     }
 
     /// A streamed change with wall time `ts_ms` was confirmed.
@@ -248,7 +251,3 @@ pub async fn serve(
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     }))
 }
-
-/// Unused responses type kept for the router's signature.
-#[allow(dead_code)]
-type Reply = Response;

@@ -125,9 +125,11 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
     let metrics = Arc::new(BridgeMetrics::new(settings.headroom_warn));
     let http_stop = shutdown.child_token();
     let http = match settings.http_addr {
-        Some(addr) => Some(metrics::serve(addr, metrics.clone(), http_stop.clone()).await.map_err(|reason| {
-            BridgeError::Http { addr: addr.to_string(), reason }
-        })?),
+        Some(addr) => Some(
+            metrics::serve(addr, metrics.clone(), http_stop.clone())
+                .await
+                .map_err(|reason| BridgeError::Http { addr: addr.to_string(), reason })?,
+        ),
         None => None,
     };
     let headroom = tokio::spawn(watch_headroom(client.clone(), metrics.clone()));
@@ -144,6 +146,7 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         progress: Progress::default(),
         split_events: None,
         metrics,
+        confirmed_messages: 0,
         store,
         settings,
         mongo,
@@ -215,6 +218,8 @@ struct Bridge {
     /// 6.0.9 and 7.0+); asked once.
     split_events: Option<bool>,
     metrics: Arc<BridgeMetrics>,
+    /// Messages confirmed so far (by this process).
+    confirmed_messages: u64,
 }
 
 /// How a session ended without error.
@@ -321,6 +326,9 @@ impl Bridge {
         let mut inflight: FuturesOrdered<BoxFuture<'static, Result<(Checkpoint, usize), MqError>>> =
             FuturesOrdered::new();
         let mut inflight_bytes = 0usize;
+        // What a `kill -9` would publish again: the unconfirmed messages, and the confirmed
+        // ones the stored checkpoint does not cover yet. Both together stay within the window.
+        let mut persisted = self.writer.persisted();
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
 
         let end = loop {
@@ -330,19 +338,20 @@ impl Bridge {
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     let (at, bytes) = done.map_err(Failure::Mq)?;
                     inflight_bytes -= bytes;
-                    self.advance(at);
+                    self.advance(at, bytes > 0);
                 }
+                Ok(()) = persisted.changed() => {}
                 _ = ticker.tick() => {
                     self.progress.log();
                     self.sample_unrouted().await;
                 }
-                item = rx.recv(), if inflight.len() < self.window && inflight_bytes < INFLIGHT_BYTES => match item {
+                item = rx.recv(), if self.room(inflight.len(), *persisted.borrow()) && inflight_bytes < INFLIGHT_BYTES => match item {
                     None => break Ok(End::StreamClosed),
                     Some(Err(SourceError::Mongo(e))) => break Err(Failure::Mongo(e)),
                     Some(Err(SourceError::Fatal(why))) => break Err(Failure::Fatal(BridgeError::Source(why))),
                     Some(Ok(Item::Mark(at))) => {
                         if inflight.is_empty() {
-                            self.advance(at);
+                            self.advance(at, false);
                         } else {
                             inflight.push_back(Box::pin(async move { Ok((at, 0)) }));
                         }
@@ -398,7 +407,8 @@ impl Bridge {
         // Stop reading, then let what is in flight land (bounded), so the checkpoint covers it.
         let drained = tokio::time::timeout(DRAIN_LIMIT, async {
             while let Some(done) = inflight.next().await {
-                self.advance(done?.0);
+                let (at, bytes) = done?;
+                self.advance(at, bytes > 0);
             }
             Ok::<(), MqError>(())
         })
@@ -418,10 +428,7 @@ impl Bridge {
     /// Open the change stream where the bridge stands; on a first start (or a resync), open
     /// it at "now", plan the snapshot the mode asks for, and save that starting point before
     /// anything is published, so a crash from here on resumes instead of skipping.
-    async fn open(
-        &mut self,
-        client: &mongodb::Client,
-    ) -> Result<(ChangeStream<RawDocumentBuf>, Checkpoint), Failure> {
+    async fn open(&mut self, client: &mongodb::Client) -> Result<(ChangeStream<RawDocumentBuf>, Checkpoint), Failure> {
         if let Some(at) = self.confirmed.clone() {
             let snapshotting = matches!(at, Checkpoint::Snapshot { .. });
             let stream = self.open_stream(client, Some(at.token()), snapshotting).await.map_err(Failure::Mongo)?;
@@ -460,6 +467,14 @@ impl Bridge {
         Ok((stream, at))
     }
 
+    /// Whether another message may go out: the unconfirmed ones and the confirmed ones not
+    /// yet in the stored checkpoint stay within `CDC_CONFIRM_WINDOW`, so a `kill -9` never
+    /// publishes more than that again.
+    fn room(&self, unconfirmed: usize, persisted: u64) -> bool {
+        let unpersisted = self.confirmed_messages.saturating_sub(persisted) as usize;
+        unconfirmed + unpersisted < self.window
+    }
+
     fn reader(&self, client: &mongodb::Client) -> snapshot::Reader {
         let s = &self.settings;
         snapshot::Reader::new(
@@ -471,9 +486,12 @@ impl Bridge {
         )
     }
 
-    fn advance(&mut self, at: Checkpoint) {
-        self.progress.update(&at);
-        self.writer.advance(at.clone());
+    /// `at` is confirmed (with everything before it); `message` says whether it was a
+    /// published message rather than a mark.
+    fn advance(&mut self, at: Checkpoint, message: bool) {
+        self.confirmed_messages += u64::from(message);
+        self.progress.update(&at, &self.metrics);
+        self.writer.advance(at.clone(), self.confirmed_messages);
         self.confirmed = Some(at);
     }
 
@@ -544,7 +562,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn update(&mut self, at: &Checkpoint) {
+    fn update(&mut self, at: &Checkpoint, metrics: &BridgeMetrics) {
+        metrics.snapshot_running.set(i64::from(matches!(at, Checkpoint::Snapshot { .. })));
         let Some(c) = (match at {
             Checkpoint::Snapshot { progress, .. } => progress.current.as_ref(),
             Checkpoint::Stream { .. } => None,
@@ -554,6 +573,8 @@ impl Progress {
             }
             return;
         };
+        metrics.snapshot_rows.with_label_values(&[&*c.name]).set(c.rows as i64);
+        metrics.snapshot_estimate.with_label_values(&[&*c.name]).set(c.estimate as i64);
         if self.started.as_ref().is_none_or(|(name, ..)| name != &*c.name) {
             self.finish();
             self.started = Some((c.name.to_string(), Instant::now(), c.rows));

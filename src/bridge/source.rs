@@ -174,7 +174,8 @@ impl Source {
             let mut seen = std::collections::HashSet::new();
             for fragment in self.fragments.drain(..).rev() {
                 for field in fragment.iter() {
-                    let (key, value) = field.map_err(|e| Stop::Failed(SourceError::Fatal(format!("a split event: {e}"))))?;
+                    let (key, value) =
+                        field.map_err(|e| Stop::Failed(SourceError::Fatal(format!("a split event: {e}"))))?;
                     if key != "splitEvent" && seen.insert(key.to_string()) {
                         merged.append(key, value.to_raw_bson());
                     }

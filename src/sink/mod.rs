@@ -163,7 +163,9 @@ impl Consumer {
         loop {
             match self.session(shutdown).await {
                 Ok(()) => return Ok(()),
-                Err(e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. } | MqError::Topology(_))) => {
+                Err(
+                    e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. } | MqError::Topology(_)),
+                ) => {
                     return Err(e.into());
                 }
                 Err(e) => {

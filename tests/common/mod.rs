@@ -600,3 +600,15 @@ pub fn churn(
         n
     })
 }
+
+/// GET `path` from the bridge's HTTP server: (status, body).
+pub async fn bridge_get(env: &Env, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://{}{path}", env.get("CDC_HTTP_ADDR"))).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), if present.
+pub fn sample(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
