@@ -31,7 +31,7 @@ use mongo_cdc::ml::{ModelConfig, OnlineModel, Task};
 use mongo_cdc::mq::topology::Topology;
 use mongo_cdc::sink::core::{Outcome, SinkCore, Spec};
 use mongodb::Client;
-use mongodb::bson::{Document, Timestamp, doc};
+use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
@@ -428,16 +428,17 @@ async fn raw_pipe(client: &Client, db: &str, start_at: Timestamp, n: u64) -> f64
     let (conn, ch) = amqp::confirm_channel("/").await;
     Topology::new(&queue).declare(&ch).await.expect("declare the queue");
     let start = Instant::now();
-    let mut stream = open_stream(client, db, start_at, true).await;
+    let mut stream = open_stream(client, db, start_at, true).await.with_type::<RawDocumentBuf>();
     let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, lapin::BasicProperties)>(512);
     let reader = tokio::spawn(async move {
         let mut seen = 0;
         while seen < n {
             if let Some(change) = stream.next_if_any().await.expect("read the change stream") {
                 seen += 1;
-                let ev = encode::change(&change, &Default::default()).expect("a contract change").expect("an insert");
-                let props = Envelope::of(&ev).properties();
-                if tx.send((ev.to_json(), props)).await.is_err() {
+                // Encoded as the bridge encodes it: straight from raw BSON.
+                let msg = encode::raw_change(&change).expect("a contract change").expect("an insert");
+                let body = msg.body(&Default::default(), Default::default()).expect("a body");
+                if tx.send((body, msg.envelope().properties())).await.is_err() {
                     return;
                 }
             }
@@ -503,13 +504,19 @@ async fn raw_find_pipe(client: &Client, db: &str, n: u64, sorted: bool) -> f64 {
     let (conn, ch) = amqp::confirm_channel("/").await;
     Topology::new(&queue).declare(&ch).await.expect("declare the queue");
     let start = Instant::now();
-    let coll = client.database(db).collection::<Document>(COLLECTION);
     let order = if sorted {
         doc! {"_id": 1}
     } else {
         doc! {}
     };
-    let mut cursor = coll.find(doc! {}).sort(order).batch_size(1000).await.expect("find");
+    let mut cursor = client
+        .database(db)
+        .collection::<RawDocumentBuf>(COLLECTION)
+        .find(doc! {})
+        .sort(order)
+        .batch_size(1000)
+        .await
+        .expect("find");
     let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<u8>, lapin::BasicProperties)>(512);
     let db_name = db.to_string();
     let reader = tokio::spawn(async move {
@@ -522,8 +529,9 @@ async fn raw_find_pipe(client: &Client, db: &str, n: u64, sorted: bool) -> f64 {
             ts_ms: 0,
         };
         while let Some(d) = cursor.try_next().await.expect("read the collection") {
-            let ev = encode::row(&d, &at, SnapshotMark::True, &Default::default()).expect("a row");
-            if tx.send((ev.to_json(), Envelope::of(&ev).properties())).await.is_err() {
+            let msg = encode::raw_row(&d, &at, SnapshotMark::True).expect("a row");
+            let body = msg.body(&Default::default(), Default::default()).expect("a body");
+            if tx.send((body, msg.envelope().properties())).await.is_err() {
                 return;
             }
         }

@@ -11,11 +11,12 @@
 //! | Double                  | number (NaN/±Infinity: `{"$numberDouble": ..}`)  |
 //! | anything else           | relaxed Extended JSON (`$binary`, `$regularExpression`, `$timestamp`, ...) |
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, RawArray, RawBsonRef, RawDocument};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use serde_json::{Map, Value};
 
-use crate::event::{ChangeEvent, ClusterTime, Op, SnapshotMark, Source};
+use super::json;
+use crate::event::{ChangeEvent, ClusterTime, Envelope, Op, SnapshotMark, Source};
 
 /// Why a raw change could not become a [`ChangeEvent`].
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum EventError {
     /// A field the contract needs was absent.
     #[error("change event has no {0}")]
     Missing(&'static str),
+    /// The BSON could not be read.
+    #[error("unreadable BSON: {0}")]
+    Bson(String),
 }
 
 /// Build the wire event from a change stream event, without the fields `redact` names.
@@ -154,6 +158,11 @@ impl Redaction {
         self.rules.iter().filter(move |(c, _)| c.as_deref().is_none_or(|c| c == collection)).map(|(_, p)| p.as_slice())
     }
 
+    /// The excluded paths of `collection`.
+    pub(super) fn paths_of<'a>(&'a self, collection: &'a str) -> json::Paths<'a> {
+        self.paths(collection).collect()
+    }
+
     /// Remove the excluded fields of `collection` from a document.
     pub fn document(&self, collection: &str, doc: &mut Map<String, Value>) {
         for path in self.paths(collection) {
@@ -170,9 +179,6 @@ impl Redaction {
         updated: Option<&mut Map<String, Value>>,
         removed: Option<&mut Vec<String>>,
     ) {
-        let segments = |key: &str| -> Vec<String> {
-            key.split('.').filter(|s| s.parse::<usize>().is_err()).map(String::from).collect()
-        };
         if let Some(updated) = updated {
             for path in self.paths(collection) {
                 updated.retain(|key, _| !segments(key).starts_with(path));
@@ -212,6 +218,242 @@ fn remove_in(value: &mut Value, path: &[String]) {
         Value::Array(items) => items.iter_mut().for_each(|v| remove_in(v, path)),
         _ => {}
     }
+}
+
+/// The parts of a message that `CDC_OVERSIZE=truncate` may leave out, in that order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Omit {
+    /// The pre-image.
+    pub before: bool,
+    /// The update's delta (`updated_fields` and `removed_fields`).
+    pub delta: bool,
+    /// The document.
+    pub after: bool,
+}
+
+impl Omit {
+    /// The parts left out, as the contract's `truncated` lists them.
+    pub fn names(self) -> Vec<&'static str> {
+        [(self.before, "before"), (self.delta, "updated_fields"), (self.after, "after")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+    }
+}
+
+/// A message read straight from raw BSON: a change stream event or a snapshot row, with
+/// its documents still raw; [`Raw::body`] writes the JSON.
+#[derive(Debug)]
+pub struct Raw<'a> {
+    id: String,
+    op: Op,
+    key: String,
+    db: &'a str,
+    collection: &'a str,
+    cluster_time: ClusterTime,
+    snapshot: SnapshotMark,
+    ts_ms: i64,
+    before: Option<&'a RawDocument>,
+    after: Option<&'a RawDocument>,
+    updated: Option<&'a RawDocument>,
+    removed: Option<&'a RawArray>,
+}
+
+/// A missing field as an [`EventError`].
+fn field<T>(v: Result<Option<T>, mongodb::bson::raw::Error>, name: &'static str) -> Result<T, EventError> {
+    v.ok().flatten().ok_or(EventError::Missing(name))
+}
+
+fn raw_to_bson(v: RawBsonRef<'_>) -> Bson {
+    Bson::try_from(v.to_raw_bson()).unwrap_or(Bson::Null)
+}
+
+/// Read a change stream event, as raw BSON, into a message. `Ok(None)` for operation types
+/// we do not publish (drop, rename, invalidate, ...). The same message as [`change`], without
+/// decoding the documents.
+pub fn raw_change(ev: &RawDocument) -> Result<Option<Raw<'_>>, EventError> {
+    let op = match ev.get_str("operationType").map_err(|_| EventError::Missing("operationType"))? {
+        "insert" => Op::Create,
+        "update" | "replace" => Op::Update,
+        "delete" => Op::Delete,
+        _ => return Ok(None),
+    };
+    let ns = ev.get_document("ns").map_err(|_| EventError::Missing("ns"))?;
+    let id = match ev.get_document("_id").ok().and_then(|t| t.get_str("_data").ok()) {
+        Some(data) => data.to_string(),
+        None => field(ev.get("_id"), "_id").map(|t| raw_to_bson(t).into_relaxed_extjson().to_string())?,
+    };
+    let key = ev.get_document("documentKey").map_err(|_| EventError::Missing("documentKey"))?;
+    let key = field(key.get("_id"), "documentKey._id")?;
+    let ct = ev.get_timestamp("clusterTime").map_err(|_| EventError::Missing("clusterTime"))?;
+    let ts_ms = ev.get_datetime("wallTime").map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
+    let doc = |name: &str| match ev.get(name) {
+        Ok(Some(RawBsonRef::Document(d))) => Some(d),
+        _ => None,
+    };
+    let update = doc("updateDescription");
+    Ok(Some(Raw {
+        id,
+        op,
+        key: key_string(&raw_to_bson(key)),
+        db: ns.get_str("db").map_err(|_| EventError::Missing("ns.db"))?,
+        collection: ns.get_str("coll").map_err(|_| EventError::Missing("ns.coll"))?,
+        cluster_time: ClusterTime { t: ct.time, i: ct.increment },
+        snapshot: SnapshotMark::False,
+        ts_ms,
+        before: doc("fullDocumentBeforeChange"),
+        after: if op == Op::Delete { None } else { doc("fullDocument") },
+        updated: update.and_then(|u| u.get_document("updatedFields").ok()),
+        removed: update.and_then(|u| u.get_array("removedFields").ok()),
+    }))
+}
+
+/// Read a snapshot row (a document as `find` returned it) into a message; see [`row`].
+pub fn raw_row<'a>(doc: &'a RawDocument, at: &RowSource<'a>, mark: SnapshotMark) -> Result<Raw<'a>, EventError> {
+    let id = raw_to_bson(field(doc.get("_id"), "_id")?);
+    Ok(Raw {
+        id: format!("r:{}:{}:{}", at.snapshot_id, at.collection, id.clone().into_canonical_extjson()),
+        op: Op::Read,
+        key: key_string(&id),
+        db: at.db,
+        collection: at.collection,
+        cluster_time: at.read_at,
+        snapshot: mark,
+        ts_ms: at.ts_ms,
+        before: None,
+        after: Some(doc),
+        updated: None,
+        removed: None,
+    })
+}
+
+impl Raw<'_> {
+    /// The message's envelope.
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            id: self.id.clone(),
+            kind: self.op.code(),
+            db: self.db.to_string(),
+            collection: self.collection.to_string(),
+            ts_ms: self.ts_ms,
+        }
+    }
+
+    /// `op`, database, collection and key, to name the message in a log line (no values).
+    pub fn describe(&self) -> String {
+        format!("`{}` of {}.{} key {}", self.op.code(), self.db, self.collection, self.key)
+    }
+
+    /// Whether `omit` would leave anything out of this message.
+    pub fn has(&self, omit: Omit) -> bool {
+        (omit.before && self.before.is_some())
+            || (omit.delta && (self.updated.is_some() || self.removed.is_some()))
+            || (omit.after && self.after.is_some())
+    }
+
+    /// The JSON body, field for field what `ChangeEvent::to_json` writes, without the fields
+    /// `redact` names and the parts `omit` leaves out (listed in `truncated`).
+    pub fn body(&self, redact: &Redaction, omit: Omit) -> Result<Vec<u8>, EventError> {
+        let bad = |e: String| EventError::Bson(e);
+        let paths = redact.paths_of(self.collection);
+        let mut out = Vec::with_capacity(256 + self.after.map_or(0, |d| d.as_bytes().len() * 2));
+        out.extend_from_slice(b"{\"id\":");
+        json::string(&mut out, &self.id);
+        out.extend_from_slice(b",\"op\":\"");
+        out.extend_from_slice(self.op.code().as_bytes());
+        out.extend_from_slice(b"\",\"key\":");
+        json::string(&mut out, &self.key);
+        let doc = |out: &mut Vec<u8>, name: &[u8], d: Option<&RawDocument>| -> Result<(), EventError> {
+            out.extend_from_slice(name);
+            match d {
+                Some(d) => json::document(out, d, &paths).map_err(bad),
+                None => {
+                    out.extend_from_slice(b"null");
+                    Ok(())
+                }
+            }
+        };
+        doc(&mut out, b",\"before\":", self.before.filter(|_| !omit.before))?;
+        doc(&mut out, b",\"after\":", self.after.filter(|_| !omit.after))?;
+        out.extend_from_slice(b",\"updated_fields\":");
+        match self.updated.filter(|_| !omit.delta) {
+            Some(u) => self.updated_fields(&mut out, u, &paths).map_err(bad)?,
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"removed_fields\":");
+        match self.removed.filter(|_| !omit.delta) {
+            Some(r) => {
+                out.push(b'[');
+                let mut first = true;
+                for name in r.into_iter() {
+                    let Ok(RawBsonRef::String(name)) = name else { continue };
+                    if paths.iter().any(|p| segments(name).starts_with(p)) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    json::string(&mut out, name);
+                }
+                out.push(b']');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"source\":{\"db\":");
+        json::string(&mut out, self.db);
+        out.extend_from_slice(b",\"collection\":");
+        json::string(&mut out, self.collection);
+        let ClusterTime { t, i } = self.cluster_time;
+        let mark = match self.snapshot {
+            SnapshotMark::True => "true",
+            SnapshotMark::Last => "last",
+            SnapshotMark::False => "false",
+        };
+        out.extend_from_slice(
+            format!(",\"cluster_time\":{{\"t\":{t},\"i\":{i}}},\"snapshot\":\"{mark}\"}},\"ts_ms\":{}", self.ts_ms)
+                .as_bytes(),
+        );
+        if omit != Omit::default() {
+            out.extend_from_slice(b",\"truncated\":");
+            let _ = serde_json::to_writer(&mut out, &omit.names());
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+
+    /// An update's `updatedFields`, whose keys are dotted paths: a key at or inside an
+    /// excluded field goes; a key above one is written without it.
+    fn updated_fields(&self, out: &mut Vec<u8>, u: &RawDocument, paths: &[&[String]]) -> Result<(), String> {
+        if paths.is_empty() {
+            return json::document(out, u, paths);
+        }
+        out.push(b'{');
+        let mut first = true;
+        for field in u.iter() {
+            let (key, value) = field.map_err(|e| e.to_string())?;
+            let segs = segments(key);
+            if paths.iter().any(|p| segs.starts_with(p)) {
+                continue;
+            }
+            let inside: Vec<&[String]> =
+                paths.iter().filter(|p| p.starts_with(&segs)).map(|p| &p[segs.len()..]).collect();
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            json::string(out, key);
+            out.push(b':');
+            json::value_into(out, value, &inside)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// The field names of a dotted update path, array indexes left out.
+fn segments(key: &str) -> Vec<String> {
+    key.split('.').filter(|s| s.parse::<usize>().is_err()).map(String::from).collect()
 }
 
 /// The `_data` string of a resume token (falls back to its extended JSON).
@@ -262,7 +504,7 @@ pub fn doc_to_json(doc: &Document) -> Map<String, Value> {
 
 /// RFC 3339 with exactly three fraction digits (`...:05.100Z`, not `...:05.1Z`), so every
 /// date has the same width and sorts as text.
-fn millis_precision(rfc3339: &str) -> String {
+pub(super) fn millis_precision(rfc3339: &str) -> String {
     let Some(body) = rfc3339.strip_suffix('Z') else { return rfc3339.to_string() };
     let (secs, frac) = match body.rsplit_once('.') {
         Some((secs, frac)) if !secs.contains('.') => (secs, frac),
@@ -402,5 +644,78 @@ mod tests {
         assert!(Redaction::parse("password").unwrap_err().contains("collection.field"));
         assert!(Redaction::parse("users._id").unwrap_err().contains("_id"));
         assert!(Redaction::parse("users..x").unwrap_err().contains("empty"));
+    }
+
+    /// Change stream events as a server sends them.
+    fn events() -> Vec<Document> {
+        let oid = mongodb::bson::oid::ObjectId::parse_str("6b01dfc17594185f823048ac").unwrap();
+        let base = |op: &str| {
+            doc! {
+                "_id": {"_data": format!("8263A1B2C30000000{op}")},
+                "operationType": op,
+                "clusterTime": mongodb::bson::Timestamp { time: 1_700_000_000, increment: 3 },
+                "wallTime": mongodb::bson::DateTime::from_millis(1_700_000_000_123),
+                "ns": {"db": "shop", "coll": "users"},
+                "documentKey": {"_id": oid},
+            }
+        };
+        let full =
+            doc! {"_id": oid, "name": "a\"b", "password": "pw", "card": {"number": "4111", "exp": "x"}, "n": 1.5};
+        let mut insert = base("insert");
+        insert.insert("fullDocument", full.clone());
+        let mut update = base("update");
+        update.insert("fullDocument", full.clone());
+        update.insert("fullDocumentBeforeChange", doc! {"_id": oid, "password": "old", "n": 1});
+        update.insert(
+            "updateDescription",
+            doc! {"updatedFields": {"n": 1.5, "password": "pw", "card.number": "4111", "card": {"number": "1", "exp": "y"}}, "removedFields": ["gone", "password"], "truncatedArrays": []},
+        );
+        let mut replace = base("replace");
+        replace.insert("fullDocument", full);
+        let mut delete = base("delete");
+        delete.insert("fullDocumentBeforeChange", doc! {"_id": oid, "password": "pw"});
+        let mut lookup_missed = base("update");
+        lookup_missed.insert("fullDocument", Bson::Null);
+        lookup_missed.insert("updateDescription", doc! {"updatedFields": {}, "removedFields": []});
+        vec![insert, update, replace, delete, lookup_missed]
+    }
+
+    #[test]
+    fn raw_messages_are_the_value_route_byte_for_byte() {
+        for redact in [Redaction::default(), Redaction::parse("users.password,*.card.number").unwrap()] {
+            for ev in events() {
+                let raw = mongodb::bson::RawDocumentBuf::from_document(&ev).unwrap();
+                let typed: ChangeStreamEvent<Document> = mongodb::bson::from_document(ev.clone()).unwrap();
+                let want = change(&typed, &redact).unwrap().unwrap().to_json();
+                let got = raw_change(&raw).unwrap().unwrap().body(&redact, Omit::default()).unwrap();
+                assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap(), "{ev}");
+            }
+        }
+        let drop: Document = doc! {"_id": {"_data": "82"}, "operationType": "drop", "clusterTime": mongodb::bson::Timestamp { time: 1, increment: 1 }};
+        assert!(raw_change(&mongodb::bson::RawDocumentBuf::from_document(&drop).unwrap()).unwrap().is_none());
+        let at =
+            RowSource { snapshot_id: "s", db: "d", collection: "users", read_at: ClusterTime { t: 9, i: 1 }, ts_ms: 5 };
+        let d = doc! {"_id": 7, "password": "x", "v": [1, {"card": {"number": 2}}]};
+        let redact = Redaction::parse("users.password").unwrap();
+        let raw = mongodb::bson::RawDocumentBuf::from_document(&d).unwrap();
+        let got = raw_row(&raw, &at, SnapshotMark::Last).unwrap().body(&redact, Omit::default()).unwrap();
+        assert_eq!(got, row(&d, &at, SnapshotMark::Last, &redact).unwrap().to_json());
+    }
+
+    #[test]
+    fn truncation_lists_what_it_left_out() {
+        let ev = &events()[1];
+        let raw = mongodb::bson::RawDocumentBuf::from_document(ev).unwrap();
+        let msg = raw_change(&raw).unwrap().unwrap();
+        let omit = Omit { before: true, delta: true, after: false };
+        assert!(msg.has(omit));
+        let v: Value = serde_json::from_slice(&msg.body(&Redaction::default(), omit).unwrap()).unwrap();
+        assert_eq!(v["truncated"], serde_json::json!(["before", "updated_fields"]));
+        assert_eq!(
+            (v["before"].is_null(), v["updated_fields"].is_null(), v["after"]["n"].as_f64()),
+            (true, true, Some(1.5))
+        );
+        let back: ChangeEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back.truncated, Some(vec!["before".to_string(), "updated_fields".to_string()]));
     }
 }

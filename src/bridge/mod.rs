@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod encode;
+mod json;
 pub mod metrics;
 mod snapshot;
 mod source;

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Collection, Database, SessionCursor};
 use tokio::sync::mpsc;
 
@@ -182,7 +182,7 @@ impl Touched {
 #[derive(Debug)]
 pub(super) struct Chunk {
     /// The documents, in `_id` order.
-    pub docs: Vec<Document>,
+    pub docs: Vec<RawDocumentBuf>,
     /// The cluster time of the read (the rows' `source.cluster_time`).
     pub read_at: ClusterTime,
     /// The watermark: the rows may go once the stream has passed it.
@@ -320,8 +320,10 @@ impl Reader {
                 exhausted = peeked.is_none();
                 last = peeked.as_ref().is_none_or(|d| !within(d, max_id));
             }
-            if let Some(id) = docs.last().and_then(|d| d.get("_id")) {
-                at = Cursor { bracket: bracket_of(id), after: Some(id.clone()) };
+            let last_id =
+                docs.last().and_then(|d| d.get("_id").ok().flatten()).map(|id| Bson::try_from(id.to_raw_bson()));
+            if let Some(Ok(id)) = last_id {
+                at = Cursor { bracket: bracket_of(&id), after: Some(id) };
             }
             let read_at = operation_time(&session)?;
             let wall_ms = now_ms();
@@ -348,7 +350,7 @@ impl Reader {
         collection: &str,
         cursor: &Cursor,
         session: &mut ClientSession,
-    ) -> Result<SessionCursor<Document>> {
+    ) -> Result<SessionCursor<RawDocumentBuf>> {
         let later: Vec<&str> =
             BRACKETS.iter().skip(usize::from(cursor.bracket) + 1).flat_map(|b| b.iter().copied()).collect();
         let filter = match &cursor.after {
@@ -362,7 +364,7 @@ impl Reader {
             Some(after) => doc! {"$or": [{"_id": {"$gt": after.clone()}}, {"_id": {"$type": later}}]},
         };
         self.db
-            .collection::<Document>(collection)
+            .collection::<RawDocumentBuf>(collection)
             .find(filter)
             .sort(doc! {"_id": 1})
             .batch_size(self.chunk as u32 + 1)
@@ -380,9 +382,10 @@ fn operation_time(session: &ClientSession) -> Result<ClusterTime> {
 
 /// Whether a document is not beyond the collection's largest `_id` at the snapshot's start
 /// (where the order is unsure, it is read: rows of keys changed meanwhile are dropped anyway).
-fn within(doc: &Document, max_id: Option<&Bson>) -> bool {
-    match (doc.get("_id"), max_id) {
-        (Some(id), Some(max)) => compare(id, max) != Some(Ordering::Greater),
+fn within(doc: &RawDocumentBuf, max_id: Option<&Bson>) -> bool {
+    let id = doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok());
+    match (id, max_id) {
+        (Some(id), Some(max)) => compare(&id, max) != Some(Ordering::Greater),
         _ => false,
     }
 }

@@ -8,18 +8,17 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use mongodb::bson::{Bson, Document, RawBsonRef, RawDocumentBuf};
+use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
-use mongodb::change_stream::event::ChangeStreamEvent;
 use tokio::sync::mpsc;
 
 use super::checkpoint::{Checkpoint, CollectionProgress, Cursor, SnapshotProgress};
-use super::encode::{self, Redaction, RowSource};
+use super::encode::{self, Omit, Redaction, RowSource};
 use super::metrics::BridgeMetrics;
 use super::snapshot::{self, Chunk, ReadAhead, Reader, Touched, bracket_of, id_key};
 use crate::config::OversizeMode;
 use crate::event::{
-    CONTROL_OP, ChangeEvent, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
+    CONTROL_OP, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
 };
 
 /// What the source hands to the session, in publishing order.
@@ -160,77 +159,78 @@ impl Source {
 
     /// A whole event from what the stream returned: itself, or, for the last fragment of a
     /// split event, all its fragments merged (the last fragment's `_id` resumes after it).
-    fn assemble(&mut self, raw: RawDocumentBuf) -> Result<Option<ChangeStreamEvent<Document>>, Stop> {
+    fn assemble(&mut self, raw: RawDocumentBuf) -> Result<Option<RawDocumentBuf>, Stop> {
         let of = match raw.get("splitEvent") {
             Ok(Some(RawBsonRef::Document(split))) => split.get_i32("of").unwrap_or(1),
             _ => 1,
         };
-        let whole = if of > 1 {
-            self.fragments.push(raw);
-            if self.fragments.len() < of as usize {
-                return Ok(None);
-            }
-            let mut merged = RawDocumentBuf::new();
-            let mut seen = std::collections::HashSet::new();
-            for fragment in self.fragments.drain(..).rev() {
-                for field in fragment.iter() {
-                    let (key, value) =
-                        field.map_err(|e| Stop::Failed(SourceError::Fatal(format!("a split event: {e}"))))?;
-                    if key != "splitEvent" && seen.insert(key.to_string()) {
-                        merged.append(key, value.to_raw_bson());
-                    }
+        if of <= 1 {
+            return Ok(Some(raw));
+        }
+        self.fragments.push(raw);
+        if self.fragments.len() < of as usize {
+            return Ok(None);
+        }
+        let mut merged = RawDocumentBuf::new();
+        let mut seen = std::collections::HashSet::new();
+        for fragment in self.fragments.drain(..).rev() {
+            for field in fragment.iter() {
+                let (key, value) =
+                    field.map_err(|e| Stop::Failed(SourceError::Fatal(format!("a split event: {e}"))))?;
+                if key != "splitEvent" && seen.insert(key.to_string()) {
+                    merged.append(key, value.to_raw_bson());
                 }
             }
-            merged
-        } else {
-            raw
-        };
-        let event = mongodb::bson::from_slice(whole.as_bytes())
-            .map_err(|e| Stop::Failed(SourceError::Mongo(mongodb::error::Error::from(e))))?;
-        Ok(Some(event))
+        }
+        Ok(Some(merged))
     }
 
-    /// The body of `ev`, or what `CDC_OVERSIZE` says when it is larger than
-    /// `CDC_MAX_MESSAGE_BYTES`: stop, skip it (`None`), or drop the pre-image, then the
+    /// The body of `msg`, or what `CDC_OVERSIZE` says when it is larger than
+    /// `CDC_MAX_MESSAGE_BYTES`: stop, skip it (`None`), or leave out the pre-image, then the
     /// update's delta, then the document, listing what went in `truncated`.
-    fn fit(&self, mut ev: ChangeEvent) -> Result<Option<(Vec<u8>, Envelope)>, Stop> {
-        let enc = &self.encoding;
-        let mut body = ev.to_json();
+    fn fit(&self, msg: &encode::Raw<'_>) -> Result<Option<(Vec<u8>, Envelope)>, Stop> {
+        Self::fit_with(&self.encoding, msg)
+    }
+
+    /// [`Self::fit`], for when `self` is borrowed elsewhere.
+    fn fit_with(enc: &Encoding, msg: &encode::Raw<'_>) -> Result<Option<(Vec<u8>, Envelope)>, Stop> {
+        let bad = |e: encode::EventError| Stop::Failed(SourceError::Fatal(format!("{}: {e}", msg.describe())));
+        let body = msg.body(&enc.redact, Omit::default()).map_err(bad)?;
         if body.len() <= enc.max_bytes {
-            return Ok(Some((body, Envelope::of(&ev))));
+            return Ok(Some((body, msg.envelope())));
         }
-        let what = format!(
-            "`{}` of {}.{} key {} is {} bytes, more than CDC_MAX_MESSAGE_BYTES ({})",
-            ev.op.code(),
-            ev.source.db,
-            ev.source.collection,
-            ev.key,
-            body.len(),
-            enc.max_bytes
-        );
+        let what =
+            format!("{} is {} bytes, more than CDC_MAX_MESSAGE_BYTES ({})", msg.describe(), body.len(), enc.max_bytes);
         if enc.oversize == OversizeMode::Fail {
             return Err(Stop::Failed(SourceError::Fatal(format!(
                 "an event too large to publish: {what}; set CDC_OVERSIZE=skip or CDC_OVERSIZE=truncate to go on"
             ))));
         }
         if enc.oversize == OversizeMode::Truncate {
-            let mut dropped = Vec::new();
-            for part in ["before", "updated_fields", "after"] {
-                let had = match part {
-                    "before" => ev.before.take().is_some(),
-                    "updated_fields" => ev.updated_fields.take().is_some() | ev.removed_fields.take().is_some(),
-                    _ => ev.after.take().is_some(),
-                };
-                if !had {
+            let steps = [
+                Omit { before: true, ..Omit::default() },
+                Omit { before: true, delta: true, ..Omit::default() },
+                Omit { before: true, delta: true, after: true },
+            ];
+            let mut omit = Omit::default();
+            for step in steps {
+                if !msg.has(Omit {
+                    before: step.before && !omit.before,
+                    delta: step.delta && !omit.delta,
+                    after: step.after && !omit.after,
+                }) {
                     continue;
                 }
-                dropped.push(part.to_string());
-                ev.truncated = Some(dropped.clone());
-                body = ev.to_json();
+                omit = Omit {
+                    before: step.before && msg.has(Omit { before: true, ..Omit::default() }),
+                    delta: step.delta && msg.has(Omit { delta: true, ..Omit::default() }),
+                    after: step.after && msg.has(Omit { after: true, ..Omit::default() }),
+                };
+                let body = msg.body(&enc.redact, omit).map_err(bad)?;
                 if body.len() <= enc.max_bytes {
-                    tracing::warn!(event = %what, truncated = ?dropped, "published an oversized event without some of its parts");
+                    tracing::warn!(event = %what, truncated = ?omit.names(), "published an oversized event without some of its parts");
                     enc.metrics.oversize_truncated.inc();
-                    return Ok(Some((body, Envelope::of(&ev))));
+                    return Ok(Some((body, msg.envelope())));
                 }
             }
         }
@@ -249,10 +249,11 @@ impl Source {
             }
             match self.stream.next_if_any().await {
                 Ok(Some(raw)) => {
-                    let Some(change) = self.assemble(raw)? else { continue };
+                    let Some(event) = self.assemble(raw)? else { continue };
                     let Some(token) = self.stream.resume_token() else { continue };
-                    let time = change
-                        .cluster_time
+                    let time = event
+                        .get_timestamp("clusterTime")
+                        .ok()
                         .map(|c| ClusterTime { t: c.time, i: c.increment })
                         .or_else(|| encode::token_cluster_time(&token))
                         .unwrap_or(self.stream_time);
@@ -260,18 +261,19 @@ impl Source {
                     while self.chunk_ready(time, false) {
                         self.release(tx).await?;
                     }
-                    self.note_change(&change, time);
+                    self.note_change(&event, time);
                     self.at.set_token(token);
                     self.stream_time = self.stream_time.max(time);
-                    let item = match encode::change(&change, &self.encoding.redact) {
-                        Ok(Some(ev)) => match self.fit(ev)? {
+                    let item = match encode::raw_change(&event) {
+                        Ok(Some(msg)) => match self.fit(&msg)? {
                             Some((body, envelope)) => Item::Publish { body, envelope, at: self.at.clone() },
                             None => Item::Mark(self.at.clone()),
                         },
                         Ok(None) => Item::Mark(self.at.clone()),
                         Err(e) => {
                             // Without a namespace or key there is nothing a consumer could apply.
-                            tracing::error!(error = %e, operation = ?change.operation_type, "skipping a change that does not fit the contract");
+                            let operation = event.get_str("operationType").unwrap_or("?");
+                            tracing::error!(error = %e, operation, "skipping a change that does not fit the contract");
                             Item::Mark(self.at.clone())
                         }
                     };
@@ -382,13 +384,16 @@ impl Source {
     }
 
     /// Remember a change to a key of the collection being snapshotted.
-    fn note_change(&mut self, change: &ChangeStreamEvent<Document>, time: ClusterTime) {
+    fn note_change(&mut self, event: &RawDocumentBuf, time: ClusterTime) {
         let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &self.at) else { return };
         let Some(cur) = &progress.current else { return };
-        let same = change.ns.as_ref().and_then(|ns| ns.coll.as_deref()) == Some(&*cur.name);
-        let id = change.document_key.as_ref().and_then(|k| k.get("_id"));
-        if let (true, Some(id)) = (same && time > cur.since, id) {
-            snap.touched.note(id, &cur.cursor, cur.max_id.as_deref());
+        let same = event.get_document("ns").ok().and_then(|ns| ns.get_str("coll").ok()) == Some(&*cur.name);
+        if !same || time <= cur.since {
+            return;
+        }
+        let id = event.get_document("documentKey").ok().and_then(|k| k.get("_id").ok().flatten());
+        if let Some(id) = id.and_then(|id| Bson::try_from(id.to_raw_bson()).ok()) {
+            snap.touched.note(&id, &cur.cursor, cur.max_id.as_deref());
         }
     }
 
@@ -399,7 +404,13 @@ impl Source {
         };
         let Some(chunk) = snap.pending.pop_front() else { return Ok(()) };
         let final_chunk = chunk.last && progress.pending.is_empty();
-        let ids: Vec<&Bson> = chunk.docs.iter().map(|d| d.get("_id").unwrap_or(&Bson::Null)).collect();
+        let ids: Vec<Bson> = chunk
+            .docs
+            .iter()
+            .map(|d| {
+                d.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok()).unwrap_or(Bson::Null)
+            })
+            .collect();
         let keep: Vec<bool> = if snap.touched.is_empty() {
             vec![true; ids.len()]
         } else {
@@ -409,7 +420,7 @@ impl Source {
         let mut rows = Vec::with_capacity(ids.len());
         let Some(cur) = progress.current.as_mut() else { return Ok(()) };
         for (i, doc) in chunk.docs.iter().enumerate() {
-            cur.cursor = Cursor { bracket: bracket_of(ids[i]), after: Some(ids[i].clone()) };
+            cur.cursor = Cursor { bracket: bracket_of(&ids[i]), after: Some(ids[i].clone()) };
             if !keep[i] {
                 continue;
             }
@@ -422,8 +433,8 @@ impl Source {
                 read_at: chunk.read_at,
                 ts_ms: chunk.wall_ms,
             };
-            match encode::row(doc, &at, mark, &self.encoding.redact) {
-                Ok(ev) => rows.push((ev, cur.clone())),
+            match encode::raw_row(doc, &at, mark) {
+                Ok(msg) => rows.push((Self::fit_with(&self.encoding, &msg)?, cur.clone())),
                 Err(e) => {
                     tracing::error!(error = %e, collection = %cur.name, "skipping a document that does not fit the contract")
                 }
@@ -436,7 +447,7 @@ impl Source {
             snap.ahead = None;
         }
         let after_chunk = self.at.clone();
-        for (ev, cur) in rows {
+        for (encoded, cur) in rows {
             let at = match &after_chunk {
                 Checkpoint::Snapshot { token, progress } => Checkpoint::Snapshot {
                     token: token.clone(),
@@ -444,7 +455,7 @@ impl Source {
                 },
                 other => other.clone(),
             };
-            let item = match self.fit(ev)? {
+            let item = match encoded {
                 Some((body, envelope)) => Item::Publish { body, envelope, at },
                 None => Item::Mark(at),
             };
