@@ -5,6 +5,7 @@
 //! - [`config`]: settings from the environment and `.env`.
 //! - [`error`]: one error enum per boundary.
 //! - [`shutdown`]: SIGINT/SIGTERM -> cancellation token.
+//! - [`supervise`]: restarting a failed session with backoff (bridge and sink).
 //! - [`event`]: the wire contract: message bodies, AMQP envelope, routing key.
 //! - [`db`]: the shared MongoDB client.
 //! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
@@ -25,3 +26,4 @@ pub mod ml;
 pub mod mq;
 pub mod shutdown;
 pub mod sink;
+pub mod supervise;

@@ -41,6 +41,7 @@ use crate::error::{MongoError, MqError};
 use crate::mq::Rabbit;
 use crate::mq::publisher::{Publisher, confirmed};
 use crate::mq::topology::Topology;
+use crate::supervise::Backoff;
 
 /// Why the bridge stopped.
 #[derive(Debug, Error)]
@@ -242,8 +243,9 @@ enum Failure {
 
 impl Bridge {
     async fn supervise(&mut self, shutdown: &CancellationToken) -> Result<(), BridgeError> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
+            backoff.session_started();
             match self.session(shutdown).await {
                 Ok(End::Shutdown | End::Finished) => return Ok(()),
                 Ok(End::StreamClosed) => {
@@ -262,11 +264,9 @@ impl Bridge {
                     tracing::warn!(error = %e, "RabbitMQ failed, republishing from the last confirmed change")
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.wait(shutdown).await {
+                return Ok(());
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
