@@ -262,13 +262,39 @@ impl CheckpointWriter {
         let (tx, mut rx) = watch::channel::<Option<(Checkpoint, u64)>>(None);
         let (persisted_tx, persisted) = watch::channel(0u64);
         let task = tokio::spawn(async move {
+            let (mut written, mut last, mut snapshotting) = (0u64, tokio::time::Instant::now(), None);
+            // Only the position moved: no new message, and no snapshot began or ended.
+            let idle = |next: &Option<(Checkpoint, u64)>, written: u64, snapshotting: Option<bool>| {
+                next.as_ref().is_some_and(|(c, m)| {
+                    *m == written && Some(matches!(c, Checkpoint::Snapshot { .. })) == snapshotting
+                })
+            };
             loop {
-                let closed = rx.changed().await.is_err();
+                let mut closed = rx.changed().await.is_err();
+                let pace = if idle(&rx.borrow(), written, snapshotting) { IDLE_EVERY } else { EVERY };
+                // Each write is an oplog entry, which moves the stream's position, which is a
+                // new checkpoint: without a pace the bridge would checkpoint its own writes in a
+                // loop. Messages are written every `EVERY` at most; a position alone (a quiet
+                // database, dropped rows) every `IDLE_EVERY`, unless messages come meanwhile.
+                while !closed && last.elapsed() < pace {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(last + pace) => break,
+                        changed = rx.changed() => {
+                            closed = changed.is_err();
+                            if pace == IDLE_EVERY && !idle(&rx.borrow(), written, snapshotting) {
+                                tokio::time::sleep_until(last + EVERY).await;
+                                break;
+                            }
+                        }
+                    }
+                }
                 let next = rx.borrow_and_update().clone();
                 if let Some((checkpoint, messages)) = next {
                     save_with_retry(&store, &checkpoint).await;
                     saved(&checkpoint);
                     persisted_tx.send_replace(messages);
+                    (written, last) = (messages, tokio::time::Instant::now());
+                    snapshotting = Some(matches!(checkpoint, Checkpoint::Snapshot { .. }));
                 }
                 if closed {
                     return;
@@ -299,6 +325,12 @@ impl CheckpointWriter {
         }
     }
 }
+
+/// Least time between two checkpoint writes that cover new messages.
+const EVERY: Duration = Duration::from_millis(50);
+
+/// Least time between two checkpoint writes that only move the position.
+const IDLE_EVERY: Duration = Duration::from_secs(10);
 
 /// Checkpoint writes retry forever (MongoDB may be restarting); [`CheckpointWriter::finish`]
 /// bounds the wait at shutdown.
