@@ -316,6 +316,8 @@ pub struct SinkSettings {
     pub rabbit: RabbitSettings,
     /// The models to train (at least one), from `SINK_MODELS` or the shorthand.
     pub models: Vec<crate::sink::spec::ModelSpec>,
+    /// The `SINK_MODELS` file they come from; `None` for the shorthand.
+    pub models_file: Option<std::path::PathBuf>,
     /// Checkpoint directory.
     pub state_dir: std::path::PathBuf,
     /// Applied events between checkpoints (at least 1).
@@ -331,7 +333,8 @@ impl SinkSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let rabbit = RabbitSettings::from_env()?;
         let env: SinkEnv = envy::from_env().map_err(ConfigError::from_envy)?;
-        let models = match env.sink_models.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        let file = env.sink_models.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let models = match file {
             Some(path) => models_file(path, &env)?,
             None => vec![shorthand_model(&env)?],
         };
@@ -353,6 +356,7 @@ impl SinkSettings {
         Ok(Self {
             rabbit,
             models,
+            models_file: file.map(Into::into),
             state_dir: env.sink_state_dir.trim().into(),
             checkpoint_every: env.sink_checkpoint_every,
             http_addr,

@@ -68,6 +68,7 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
             LABEL.into(),
             Vec::new(),
         )],
+        models_file: None,
         state_dir: ".local/demo-sink".into(),
         checkpoint_every: 1000,
         http_addr: plan.http_addr,

@@ -311,15 +311,18 @@ impl SinkCore {
 
     /// Check that a restored core trains the models `specs` describe (same names in the same
     /// order, and nothing its state depends on changed); adopt their collections. The error
-    /// says what differs.
-    pub fn adopt(&mut self, specs: &[ModelSpec]) -> Result<(), String> {
+    /// says what differs, naming settings with `name` (the models file's key -> how the user
+    /// set it).
+    pub fn adopt(&mut self, specs: &[ModelSpec], name: impl Fn(&'static str) -> String) -> Result<(), String> {
         let names = |s: &mut dyn Iterator<Item = &ModelSpec>| s.map(|m| m.name.clone()).collect::<Vec<_>>().join(", ");
         if specs.len() != self.learners.len() || specs.iter().zip(&self.learners).any(|(s, l)| s.name != l.spec().name)
         {
             return Err(format!("models were {}", names(&mut self.specs())));
         }
-        if let Some(what) = specs.iter().zip(&self.learners).find_map(|(s, l)| s.differs_from(l.spec())) {
-            return Err(what);
+        for (s, l) in specs.iter().zip(&self.learners) {
+            if let Some((setting, was)) = s.differs_from(l.spec()) {
+                return Err(format!("model `{}`: {} was {was}", s.name, name(setting)));
+            }
         }
         for (s, l) in specs.iter().zip(&mut self.learners) {
             l.set_collections(s.collections.clone());

@@ -57,7 +57,18 @@ pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<S
         Some(core) => {
             let path = file.path().display().to_string();
             let mut core = core.restored(window).map_err(|e| SinkError::Checkpoint(format!("{path} {e}")))?;
-            core.adopt(&settings.models).map_err(|what| SinkError::SpecChanged { path, what })?;
+            let shorthand = settings.models_file.is_none();
+            let name = |setting: &'static str| match (shorthand, setting) {
+                (false, s) => format!("`{s}` in SINK_MODELS"),
+                (true, "task") => "SINK_TASK".into(),
+                (true, "kind") => "SINK_MODEL".into(),
+                (true, "features") => "SINK_FEATURES".into(),
+                (true, "label") => "SINK_LABEL".into(),
+                (true, "hash_buckets") => "SINK_HASH_BUCKETS".into(),
+                (true, "params") => "SINK_LEARNING_RATE / SINK_L2".into(),
+                (true, _) => "SINK_DRIFT_ACTION".into(),
+            };
+            core.adopt(&settings.models, name).map_err(|what| SinkError::SpecChanged { path, what })?;
             tracing::info!(path = %file.path().display(), "loaded checkpoint");
             Ok(core)
         }

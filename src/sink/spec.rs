@@ -109,27 +109,27 @@ impl ModelSpec {
     }
 
     /// How a saved model's spec differs from this one in a way its state cannot follow (all
-    /// but the collections), if it does.
-    pub fn differs_from(&self, saved: &ModelSpec) -> Option<String> {
+    /// but the collections), if it does: the setting (as named in the models file) and what
+    /// it was.
+    pub fn differs_from(&self, saved: &ModelSpec) -> Option<(&'static str, String)> {
         let list = |f: &[FeatureSpec]| f.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let what = if saved.task != self.task {
-            format!("task was {}", task_name(saved.task))
+        Some(if saved.task != self.task {
+            ("task", task_name(saved.task).to_string())
         } else if saved.kind != self.kind {
-            format!("kind was {}", saved.kind.name())
+            ("kind", saved.kind.name().to_string())
         } else if saved.features != self.features {
-            format!("features were {}", list(&saved.features))
+            ("features", list(&saved.features))
         } else if saved.label != self.label {
-            format!("label was {}", saved.label)
+            ("label", saved.label.clone())
         } else if saved.hash_buckets != self.hash_buckets {
-            format!("hash_buckets was {}", saved.hash_buckets)
+            ("hash_buckets", saved.hash_buckets.to_string())
         } else if saved.params != self.params {
-            format!("hyper-parameters were {}", saved.params)
+            ("params", saved.params.to_string())
         } else if saved.drift != self.drift {
-            "drift settings were others".to_string()
+            ("drift", serde_json::to_string(&saved.drift).unwrap_or_default())
         } else {
             return None;
-        };
-        Some(format!("model `{}`: {what}", self.name))
+        })
     }
 }
 
@@ -380,7 +380,7 @@ label = "monthly_spend"
         assert!(spend.learns_from("anything"));
         assert_eq!(spend.differs_from(&spend.clone()), None);
         let other = ModelSpec { label: "x".into(), ..spend.clone() };
-        assert_eq!(spend.differs_from(&other).unwrap(), "model `spend`: label was x");
+        assert_eq!(spend.differs_from(&other), Some(("label", "x".to_string())));
     }
 
     #[test]
