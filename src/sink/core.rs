@@ -31,9 +31,9 @@ pub struct Record {
     /// Cluster time of the last event applied; older events are stale.
     pub cluster_time: ClusterTime,
     /// Per model (in configuration order), the fingerprint of the sample it last learned
-    /// from this key; 0 for none. Cleared by a delete.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub learned: Vec<u64>,
+    /// from this key; 0 for none. Cleared by a delete. Inline for one model: no allocation.
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub learned: SmallVec<[u64; 1]>,
     /// Changed since the last checkpoint write.
     #[serde(skip)]
     dirty: bool,
@@ -414,7 +414,7 @@ impl SinkCore {
                         self.learners[i].skip_unchanged();
                         unchanged = true;
                     }
-                    Decision::Learn(fp) => {
+                    Decision::Learn(sample) => {
                         let event = match self.learners[i].learn() {
                             Ok(e) => e,
                             // prepare checked the sample and the label.
@@ -423,7 +423,7 @@ impl SinkCore {
                                 return self.poison(format!("model `{}`: {e}", self.learners[i].spec().name));
                             }
                         };
-                        learned.push((i, fp));
+                        learned.push((i, sample));
                         if let Some(e) = event {
                             let model = self.learners[i].spec().name.clone();
                             self.raise(Alert {
@@ -456,7 +456,7 @@ impl SinkCore {
                 last_id: String::new(),
                 ts_ms: 0,
                 cluster_time: ev.source.cluster_time,
-                learned: Vec::new(),
+                learned: SmallVec::new(),
                 dirty: true,
             }),
         };
@@ -481,8 +481,8 @@ impl SinkCore {
             if rec.learned.len() <= last {
                 rec.learned.resize(self.learners.len(), 0);
             }
-            for (i, fp) in learned {
-                rec.learned[i] = fp;
+            for (i, sample) in learned {
+                rec.learned[i] = sample;
             }
         }
         match (was_live, rec.doc.is_some()) {
