@@ -118,6 +118,39 @@ async fn typed_features_train_without_poison_and_predict_from_a_raw_document() {
     delete_topology("/", &queue).await;
 }
 
+#[tokio::test]
+async fn a_backlog_of_updates_looked_up_late_trains_once_per_distinct_sample() {
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db = unique("backlog");
+    let queue = unique("q_backlog");
+    let state = tempfile::tempdir().unwrap();
+    let benv = Env::bridge(&mongo.uri(), &db, &queue);
+    let senv = sink_env(&queue, state.path(), "x", "y");
+    let mut bridge = start_bridge(&client, &benv).await;
+    let mut sink = start_sink(&senv).await;
+    let coll = client.database(&db).collection::<Document>("k");
+    coll.insert_one(doc! {"_id": 1, "x": 0, "y": true}).await.unwrap();
+    wait_stats(&senv, "the insert", LIMIT, |s| count(s, "events_applied") == 1).await;
+
+    // While the bridge is down, five updates; read afterwards, each update's `after` is the
+    // document as it is then (x = 5): one new sample, four repeats.
+    assert!(bridge.terminate(LIMIT).await.success());
+    for x in 1..=5 {
+        coll.update_one(doc! {"_id": 1}, doc! {"$set": {"x": x}}).await.unwrap();
+    }
+    let mut bridge = start_bridge(&client, &benv).await;
+    let s = wait_stats(&senv, "the updates", LIMIT, |s| count(s, "events_applied") == 6).await;
+    assert_eq!(s["model"]["trained"], json!(2), "{s}");
+    assert_eq!((count(&s, "unchanged_skipped"), &s["model"]["unchanged_skipped"]), (4, &json!(4)), "{s}");
+    let rec = sink_get(&senv, "/records/k/1").await.unwrap();
+    assert_eq!((rec["version"].as_u64(), &rec["doc"]["x"]), (Some(6), &json!(5)));
+
+    assert!(sink.terminate(LIMIT).await.success());
+    assert!(bridge.terminate(LIMIT).await.success());
+    delete_topology("/", &queue).await;
+}
+
 const MODELS: &str = r#"
 [[model]]
 name = "churn"
