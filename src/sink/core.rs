@@ -871,10 +871,16 @@ mod tests {
         let s = c.stats();
         assert_eq!(s.model.name, "churn", "no model is named default: the first serves");
         assert_eq!(s.models["spend"].stats.task, Task::Regression);
-        // An object where `spend` reads a category: the whole event is poison, nobody learns.
+        // An object where the models read a category: the whole event is poison, nobody learns.
         let bad = json!({"age": 1, "plan": {"o": 1}, "churned": true, "spend": 1.0});
         assert!(reason(c.apply_bytes(&event("p", "c", "kp", 70, bad))).contains("`plan` is not a category"));
         assert_eq!(c.trained(), [51, 50, 0]);
+        // Without a label, a document is stored and read no further.
+        let unlabelled = json!({"age": {"o": 1}, "plan": [1]});
+        assert_eq!(
+            c.apply_bytes(&event("u", "c", "ku", 71, unlabelled)),
+            Outcome::Applied { trained: false, ts_ms: 1_071 }
+        );
         let p = c.predict(Some("spend"), &json!({"age": 10, "plan": "a"})).unwrap();
         assert!(p.prediction.is_f64());
         let p = c.predict(None, &json!({"age": 10, "plan": "zzz"})).unwrap();

@@ -105,11 +105,12 @@ impl Learner {
 
     /// Read the captured document into a sample and decide what to do with it; `last` is the
     /// fingerprint of what the model last learned for the key. Changes nothing but the sample
-    /// buffers; the error is why the document is poison.
+    /// buffers; the error is why the document is poison. A document without the label is not
+    /// read further: it teaches this model nothing, so its other fields cannot be poison to it.
     pub fn prepare(&mut self, cap: &Capture, last: Option<u64>) -> Result<Decision, String> {
-        self.encoder.encode(cap, &mut self.x, &mut self.scratch)?;
         let Some(label) = cap.label(self.label_slot) else { return Ok(Decision::Skip) };
         self.spec.task.check_label(&label).map_err(|e| format!("label `{}`: {e}", self.spec.label))?;
+        self.encoder.encode(cap, &mut self.x, &mut self.scratch)?;
         self.model.model().schema().check(&self.x).map_err(|e| format!("model `{}`: {e}", self.spec.name))?;
         let fp = encoder::fingerprint(&self.x, &label, &mut self.scratch);
         self.label = label;
