@@ -44,7 +44,7 @@ local-test-cdc: build ## insert test documents (COUNT=10 UPDATES=0 DELETES=0 COL
 local-peek-cdc: build ## print the first messages waiting in RABBITMQ_QUEUE_NAME, without consuming them (COUNT=10)
 	$(BIN) peek --count $(or $(COUNT),10)
 
-local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES and SINK_LABEL, see .env.example)
+local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES and SINK_LABEL, or SINK_MODELS; see .env.example)
 	$(BIN) sink
 
 chaos: deps ## fault injection at full scale against real services; writes bench/RELIABILITY.md (restarts RabbitMQ)

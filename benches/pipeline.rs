@@ -9,6 +9,8 @@
 //! writes no results (for profiling). `BENCH_RUNS`, `BENCH_BACKLOG`, `BENCH_APPLY_EVENTS` and
 //! `BENCH_E2E_SECS` shrink a run for development; the results then say they are not standard.
 
+#![recursion_limit = "256"]
+
 #[path = "pipeline/amqp.rs"]
 mod amqp;
 #[path = "../tests/common/mod.rs"]
@@ -27,9 +29,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use mongo_cdc::bridge::encode::{self, RowSource, token_cluster_time};
 use mongo_cdc::event::{ChangeEvent, ClusterTime, Envelope, SnapshotMark};
-use mongo_cdc::ml::{ModelConfig, OnlineModel, Task};
+use mongo_cdc::ml::{ModelKind, Task};
 use mongo_cdc::mq::topology::Topology;
-use mongo_cdc::sink::core::{Outcome, SinkCore, Spec};
+use mongo_cdc::sink::core::{Outcome, SinkCore};
+use mongo_cdc::sink::features::FeatureSpec;
+use mongo_cdc::sink::spec::ModelSpec;
 use mongodb::Client;
 use mongodb::bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
@@ -119,6 +123,10 @@ pub struct Run {
     /// Offered load -> latency.
     pub e2e_latency_ms: BTreeMap<u32, Latency>,
     pub sink_apply_per_s: f64,
+    /// The same events through a Hoeffding tree (`SINK_MODEL=hoeffding_tree`).
+    pub sink_apply_tree_per_s: f64,
+    /// The first [`FOREST_EVENTS`] of them through an adaptive random forest of 10 trees.
+    pub sink_apply_forest_per_s: f64,
     pub sink_e2e_per_s: f64,
     /// Peak RSS of each bridge process: "backlog", "e2e-500", "e2e-2000".
     pub bridge_rss_mb: BTreeMap<String, f64>,
@@ -142,9 +150,12 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     if !bench {
         let bodies = workload::insert_bodies(1, 2_000);
-        let rate = sink_apply(&bodies);
+        let rate = sink_apply(&bodies, ModelKind::Linear);
+        let tree = sink_apply(&bodies, ModelKind::HoeffdingTree);
+        let forest = sink_apply(&bodies, ModelKind::AdaptiveForest);
         println!(
-            "pipeline bench: smoke check only (sink core applied {} events, {rate:.0}/s); run `make bench` for figures",
+            "pipeline bench: smoke check only (sink core applied {} events, {rate:.0}/s; tree {tree:.0}/s, forest \
+             {forest:.0}/s); run `make bench` for figures",
             bodies.len()
         );
         // `sink_apply` asserts every event was applied and trained; a closing line CI can read.
@@ -156,7 +167,9 @@ fn main() {
         // For profiling the sink's core: no services, no result files.
         let bodies = workload::insert_bodies(42, params.apply_events);
         for _ in 0..params.runs {
-            println!("sink_apply_per_s {:.0}", sink_apply(&bodies));
+            println!("sink_apply_per_s {:.0}", sink_apply(&bodies, ModelKind::Linear));
+            println!("sink_apply_tree_per_s {:.0}", sink_apply(&bodies, ModelKind::HoeffdingTree));
+            println!("sink_apply_forest_per_s {:.0}", sink_apply(forest_bodies(&bodies), ModelKind::AdaptiveForest));
         }
         return;
     }
@@ -314,8 +327,17 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
     }
 
     let b = bodies.clone();
-    run.sink_apply_per_s = tokio::task::spawn_blocking(move || sink_apply(&b)).await.expect("sink apply");
-    eprintln!("   sink apply in process {:.0}/s", run.sink_apply_per_s);
+    let (lin, tree, forest) = tokio::task::spawn_blocking(move || {
+        (
+            sink_apply(&b, ModelKind::Linear),
+            sink_apply(&b, ModelKind::HoeffdingTree),
+            sink_apply(forest_bodies(&b), ModelKind::AdaptiveForest),
+        )
+    })
+    .await
+    .expect("sink apply");
+    (run.sink_apply_per_s, run.sink_apply_tree_per_s, run.sink_apply_forest_per_s) = (lin, tree, forest);
+    eprintln!("   sink apply in process {lin:.0}/s (tree {tree:.0}/s, forest {forest:.0}/s)");
 
     let mongo = Secantus::in_memory().await;
     for &rate in &params.rates {
@@ -646,15 +668,20 @@ async fn raw_publish(body: &[u8], props: &lapin::BasicProperties, n: u64, how: C
     n as f64 / took.as_secs_f64()
 }
 
-/// Apply pre-serialised insert events to a fresh sink core; events per second.
-fn sink_apply(bodies: &[Vec<u8>]) -> f64 {
-    let spec = Spec {
-        features: workload::FEATURES.iter().map(|f| f.to_string()).collect(),
-        label: LABEL.into(),
-        collections: Vec::new(),
-    };
-    let model = OnlineModel::new(ModelConfig::new(Task::Classification), workload::FEATURES.len()).expect("model");
-    let mut core = SinkCore::new(spec, model, 10_000);
+/// Events the forest figure applies: a forest learns ten trees per event, so the full set
+/// would take minutes per run.
+pub const FOREST_EVENTS: usize = 100_000;
+
+fn forest_bodies(bodies: &[Vec<u8>]) -> &[Vec<u8>] {
+    &bodies[..bodies.len().min(FOREST_EVENTS)]
+}
+
+/// Apply pre-serialised insert events to a fresh sink core training one model of `kind`
+/// (defaults); events per second.
+fn sink_apply(bodies: &[Vec<u8>], kind: ModelKind) -> f64 {
+    let features = workload::FEATURES.iter().map(|f| FeatureSpec::parse(f).expect("a feature")).collect();
+    let spec = ModelSpec::single(Task::Classification, kind, features, LABEL.into(), Vec::new());
+    let mut core = SinkCore::new(vec![spec], 10_000).expect("model");
     let start = Instant::now();
     for body in bodies {
         let outcome = core.apply_bytes(body);
@@ -663,7 +690,7 @@ fn sink_apply(bodies: &[Vec<u8>]) -> f64 {
     let secs = start.elapsed().as_secs_f64();
     let stats = core.stats();
     assert_eq!(stats.counters.events_applied, bodies.len() as u64);
-    assert_eq!(stats.model.trained, bodies.len() as u64);
+    assert_eq!(stats.model.stats.trained, bodies.len() as u64);
     bodies.len() as f64 / secs
 }
 

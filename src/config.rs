@@ -405,13 +405,30 @@ fn default_prefetch() -> u16 {
 /// The sink's own settings (the RabbitMQ ones are shared with the bridge).
 #[derive(Clone, Debug, Deserialize)]
 pub struct SinkEnv {
+    /// `SINK_MODELS`: path of a TOML file listing the models; instead of the one-model
+    /// shorthand below.
+    #[serde(default)]
+    pub sink_models: Option<String>,
     /// `SINK_TASK`: `classification` or `regression`.
     #[serde(default = "default_sink_task")]
     pub sink_task: String,
-    /// `SINK_FEATURES`: comma-separated numeric feature fields (dotted paths allowed).
-    pub sink_features: String,
+    /// `SINK_FEATURES`: comma-separated typed features (`age,plan:category,...`; dotted paths
+    /// allowed).
+    #[serde(default)]
+    pub sink_features: Option<String>,
     /// `SINK_LABEL`: the label field (dotted path allowed).
-    pub sink_label: String,
+    #[serde(default)]
+    pub sink_label: Option<String>,
+    /// `SINK_MODEL`: the shorthand model's kind: `linear` (default), `hoeffding_tree` or
+    /// `adaptive_forest`.
+    #[serde(default)]
+    pub sink_model: Option<String>,
+    /// `SINK_DRIFT_ACTION`: the shorthand model's drift action: `alert` (default) or `reset`.
+    #[serde(default)]
+    pub sink_drift_action: Option<String>,
+    /// `SINK_HASH_BUCKETS`: buckets of the shorthand model's `hash` features.
+    #[serde(default)]
+    pub sink_hash_buckets: Option<u32>,
     /// `SINK_COLLECTIONS`: collections to learn from; empty means all.
     #[serde(default)]
     pub sink_collections: String,
@@ -427,7 +444,8 @@ pub struct SinkEnv {
     /// `SINK_PREFETCH`: RabbitMQ prefetch (unacknowledged deliveries in flight).
     #[serde(default = "default_prefetch")]
     pub sink_prefetch: u16,
-    /// `SINK_LEARNING_RATE`: SGD step size; unset uses the model's default.
+    /// `SINK_LEARNING_RATE`: SGD step size of a linear shorthand model; unset uses the
+    /// model's default.
     #[serde(default)]
     pub sink_learning_rate: Option<f64>,
     /// `SINK_L2`: L2 penalty; unset uses the model's default.
@@ -440,14 +458,10 @@ pub struct SinkEnv {
 pub struct SinkSettings {
     /// RabbitMQ side (shared variables with the bridge).
     pub rabbit: RabbitSettings,
-    /// The model to train.
-    pub model: crate::ml::ModelConfig,
-    /// Feature paths, in order.
-    pub features: Vec<String>,
-    /// Label path.
-    pub label: String,
-    /// Collections to learn from; empty means all.
-    pub collections: Vec<String>,
+    /// The models to train (at least one), from `SINK_MODELS` or the shorthand.
+    pub models: Vec<crate::sink::spec::ModelSpec>,
+    /// The `SINK_MODELS` file they come from; `None` for the shorthand.
+    pub models_file: Option<std::path::PathBuf>,
     /// Checkpoint directory.
     pub state_dir: std::path::PathBuf,
     /// Applied events between checkpoints (at least 1).
@@ -463,40 +477,11 @@ impl SinkSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let rabbit = RabbitSettings::from_env()?;
         let env: SinkEnv = envy::from_env().map_err(ConfigError::from_envy)?;
-        let task = match env.sink_task.trim() {
-            "classification" => crate::ml::Task::Classification,
-            "regression" => crate::ml::Task::Regression,
-            other => {
-                return Err(ConfigError::invalid(
-                    "SINK_TASK",
-                    format!("`{other}`; use `classification` or `regression`"),
-                ));
-            }
+        let file = env.sink_models.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let models = match file {
+            Some(path) => models_file(path, &env)?,
+            None => vec![shorthand_model(&env)?],
         };
-        let features = split_list(&env.sink_features);
-        if features.is_empty() {
-            return Err(ConfigError::missing("SINK_FEATURES", "list the numeric feature fields, comma-separated"));
-        }
-        let label = env.sink_label.trim().to_string();
-        if label.is_empty() {
-            return Err(ConfigError::missing("SINK_LABEL", "name the label field"));
-        }
-        if features.contains(&label) {
-            return Err(ConfigError::invalid("SINK_FEATURES", format!("contains the label `{label}` (SINK_LABEL)")));
-        }
-        let mut model = crate::ml::ModelConfig::new(task);
-        if let Some(lr) = env.sink_learning_rate {
-            if !(lr.is_finite() && lr > 0.0) {
-                return Err(ConfigError::invalid("SINK_LEARNING_RATE", "must be a number above 0"));
-            }
-            model.learning_rate = lr;
-        }
-        if let Some(l2) = env.sink_l2 {
-            if !(l2.is_finite() && l2 >= 0.0) {
-                return Err(ConfigError::invalid("SINK_L2", "must be a number, 0 or above"));
-            }
-            model.l2 = l2;
-        }
         let http_addr = env.sink_http_addr.trim().parse().map_err(|_| {
             ConfigError::invalid(
                 "SINK_HTTP_ADDR",
@@ -514,16 +499,117 @@ impl SinkSettings {
         }
         Ok(Self {
             rabbit,
-            model,
-            features,
-            label,
-            collections: split_list(&env.sink_collections),
+            models,
+            models_file: file.map(Into::into),
             state_dir: env.sink_state_dir.trim().into(),
             checkpoint_every: env.sink_checkpoint_every,
             http_addr,
             prefetch: env.sink_prefetch,
         })
     }
+}
+
+/// The models of the `SINK_MODELS` file at `path`; every mistake on a line of its own. The
+/// shorthand's variables must then be unset, so no setting is silently ignored.
+fn models_file(path: &str, env: &SinkEnv) -> Result<Vec<crate::sink::spec::ModelSpec>, ConfigError> {
+    let shorthand = [
+        ("SINK_FEATURES", env.sink_features.is_some()),
+        ("SINK_LABEL", env.sink_label.is_some()),
+        ("SINK_MODEL", env.sink_model.is_some()),
+        ("SINK_DRIFT_ACTION", env.sink_drift_action.is_some()),
+        ("SINK_HASH_BUCKETS", env.sink_hash_buckets.is_some()),
+        ("SINK_LEARNING_RATE", env.sink_learning_rate.is_some()),
+        ("SINK_L2", env.sink_l2.is_some()),
+        ("SINK_COLLECTIONS", !env.sink_collections.trim().is_empty()),
+    ];
+    let set: Vec<&str> = shorthand.iter().filter(|(_, set)| *set).map(|(v, _)| *v).collect();
+    if !set.is_empty() {
+        return Err(ConfigError::invalid(
+            "SINK_MODELS",
+            format!(
+                "is set, and so is {}: the models file replaces the one-model shorthand; unset them",
+                set.join(", ")
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid("SINK_MODELS", format!("cannot read `{path}`: {e}")))?;
+    crate::sink::spec::from_toml(&text).map_err(|mistakes| {
+        let n = mistakes.len();
+        let lines: String = mistakes.iter().map(|m| format!("\n  {path}: {m}")).collect();
+        ConfigError::invalid("SINK_MODELS", format!("{n} mistake{} in `{path}`:{lines}", if n == 1 { "" } else { "s" }))
+    })
+}
+
+/// The one model of the shorthand: `SINK_TASK`, `SINK_FEATURES`, `SINK_LABEL`,
+/// `SINK_COLLECTIONS`, `SINK_MODEL`, `SINK_DRIFT_ACTION`, `SINK_HASH_BUCKETS`,
+/// `SINK_LEARNING_RATE` and `SINK_L2`, named `default`.
+fn shorthand_model(env: &SinkEnv) -> Result<crate::sink::spec::ModelSpec, ConfigError> {
+    use crate::sink::features::FeatureSpec;
+    use crate::sink::spec::{self, ModelSpec};
+    let task = spec::parse_task(&env.sink_task).map_err(|e| ConfigError::invalid("SINK_TASK", e))?;
+    let features = split_list(env.sink_features.as_deref().unwrap_or(""));
+    if features.is_empty() {
+        return Err(ConfigError::missing(
+            "SINK_FEATURES",
+            "list the feature fields, comma-separated (e.g. age,plan:category), or set SINK_MODELS",
+        ));
+    }
+    let features = features
+        .iter()
+        .map(|f| FeatureSpec::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::invalid("SINK_FEATURES", e))?;
+    let label = env.sink_label.as_deref().unwrap_or("").trim().to_string();
+    if label.is_empty() {
+        return Err(ConfigError::missing("SINK_LABEL", "name the label field"));
+    }
+    if features.iter().any(|f| f.path == label) {
+        return Err(ConfigError::invalid("SINK_FEATURES", format!("contains the label `{label}` (SINK_LABEL)")));
+    }
+    let kind = match env.sink_model.as_deref() {
+        Some(k) => spec::parse_kind(k).map_err(|e| ConfigError::invalid("SINK_MODEL", e))?,
+        None => crate::ml::ModelKind::Linear,
+    };
+    let mut model = ModelSpec::single(task, kind, features, label, split_list(&env.sink_collections));
+    match env.sink_drift_action.as_deref().map(str::trim) {
+        None | Some("alert") => {}
+        Some("reset") => model.drift.action = crate::ml::DriftAction::Reset,
+        Some(other) => {
+            return Err(ConfigError::invalid("SINK_DRIFT_ACTION", format!("`{other}`; use `alert` or `reset`")));
+        }
+    }
+    if let Some(n) = env.sink_hash_buckets {
+        model.hash_buckets = n;
+    }
+    let mut params = serde_json::Map::new();
+    for (var, name, value, ok) in [
+        (
+            "SINK_LEARNING_RATE",
+            "learning_rate",
+            env.sink_learning_rate,
+            env.sink_learning_rate.is_none_or(|v| v.is_finite() && v > 0.0),
+        ),
+        ("SINK_L2", "l2", env.sink_l2, env.sink_l2.is_none_or(|v| v.is_finite() && v >= 0.0)),
+    ] {
+        let Some(v) = value else { continue };
+        if !ok {
+            let what = if name == "l2" { "must be a number, 0 or above" } else { "must be a number above 0" };
+            return Err(ConfigError::invalid(var, what));
+        }
+        if kind != crate::ml::ModelKind::Linear {
+            return Err(ConfigError::invalid(var, format!("applies to SINK_MODEL=linear only, not {}", kind.name())));
+        }
+        params.insert(name.into(), v.into());
+    }
+    if !params.is_empty() {
+        model.params = serde_json::Value::Object(params);
+    }
+    if let Some(m) = model.mistakes().into_iter().next() {
+        let var = if m.starts_with("hash_buckets") { "SINK_HASH_BUCKETS" } else { "SINK_FEATURES" };
+        return Err(ConfigError::invalid(var, m));
+    }
+    Ok(model)
 }
 
 /// Split a comma-separated list, trimming blanks and dropping empty items.

@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
 use crate::db::Mongo;
-use crate::ml::{ModelConfig, Task};
+use crate::ml::{ModelKind, Task};
 use crate::mq::Rabbit;
 use crate::mq::topology::Topology;
 use crate::sink::Sink;
 use crate::sink::core::Stats;
+use crate::sink::features::FeatureSpec;
+use crate::sink::spec::ModelSpec;
 
 /// The demo's own names, so it never touches the user's data.
 const DB: &str = "mongo_cdc_demo";
@@ -61,10 +63,18 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
     bridge.exclude_fields = Default::default();
     let sink = SinkSettings {
         rabbit: bridge.rabbit.clone(),
-        model: ModelConfig::new(Task::Classification),
-        features: crate::config::split_list(FEATURES),
-        label: LABEL.into(),
-        collections: Vec::new(),
+        models: vec![ModelSpec::single(
+            Task::Classification,
+            ModelKind::Linear,
+            crate::config::split_list(FEATURES)
+                .iter()
+                .map(|f| FeatureSpec::parse(f))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+            LABEL.into(),
+            Vec::new(),
+        )],
+        models_file: None,
         state_dir: ".local/demo-sink".into(),
         checkpoint_every: 1000,
         http_addr: plan.http_addr,
@@ -208,7 +218,7 @@ fn customer(rng: &mut SmallRng, id: u64) -> Document {
 
 fn quality(s: &Stats) -> String {
     use crate::ml::MetricSummary;
-    match (&s.model.progressive, &s.model.rolling_1000) {
+    match (&s.model.stats.progressive, &s.model.stats.rolling_1000) {
         (
             MetricSummary::Classification { accuracy: Some(p), .. },
             MetricSummary::Classification { accuracy: Some(r), .. },

@@ -13,7 +13,8 @@
 //! - [`insert_test`]: test documents for trying the bridge by hand.
 //! - [`demo`]: the whole product in one command.
 //! - [`sink`]: consume -> idempotent apply -> state -> models -> HTTP.
-//! - [`ml`]: online scaler, SGD models and metrics.
+//! - [`ml`]: online models (linear, Hoeffding tree, adaptive random forest), drift detection
+//!   and metrics.
 
 pub mod bridge;
 pub mod config;

@@ -70,6 +70,40 @@ async fn bad_sink_configuration_is_one_readable_line() {
     fails_with(&["sink"], &ok.clone().set("RABBITMQ_DEFAULT_PASSWORD", "secret-wrong"), &["RABBITMQ_DEFAULT_PASSWORD"])
         .await;
 
+    // Typed features, model kinds and the models file.
+    fails_with(&["sink"], &ok.clone().set("SINK_FEATURES", "a,plan:categorical"), &["SINK_FEATURES", "categorical"])
+        .await;
+    fails_with(&["sink"], &ok.clone().set("SINK_MODEL", "forest"), &["SINK_MODEL", "adaptive_forest"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_DRIFT_ACTION", "retrain"), &["SINK_DRIFT_ACTION", "reset"]).await;
+    fails_with(
+        &["sink"],
+        &ok.clone().set("SINK_MODEL", "hoeffding_tree").set("SINK_LEARNING_RATE", "0.1"),
+        &["SINK_LEARNING_RATE", "linear only"],
+    )
+    .await;
+    fails_with(&["sink"], &ok.clone().set("SINK_HASH_BUCKETS", "1"), &["SINK_HASH_BUCKETS"]).await;
+    let models = state.path().join("models.toml");
+    std::fs::write(
+        &models,
+        "[[model]]\nname = \"a\"\nkind = \"forest\"\nfeatures = [\"x\"]\nlabel = \"y\"\n\n\
+         [[model]]\nname = \"b\"\nfeatures = [\"x:date\"]\n",
+    )
+    .unwrap();
+    let path = models.to_string_lossy().to_string();
+    let mut file_env = ok.clone().set("SINK_MODELS", &path);
+    file_env.vars.remove("SINK_FEATURES");
+    file_env.vars.remove("SINK_LABEL");
+    let out = fails_with(&["sink"], &file_env, &["SINK_MODELS", "2 mistakes"]).await;
+    assert!(out.lines().any(|l| l.contains("model `a`: kind `forest` is unknown")), "{out}");
+    assert!(out.lines().any(|l| l.contains("model `b`: `label` is required")), "{out}");
+    fails_with(&["sink"], &ok.clone().set("SINK_MODELS", &path), &["SINK_MODELS", "SINK_FEATURES, SINK_LABEL"]).await;
+    fails_with(
+        &["sink"],
+        &file_env.clone().set("SINK_MODELS", "/nonexistent/models.toml"),
+        &["SINK_MODELS", "cannot read"],
+    )
+    .await;
+
     // A checkpoint made with other features is refused, not silently mixed.
     let mut sink = start_sink(&ok).await;
     assert!(sink.terminate(LIMIT).await.success());

@@ -90,6 +90,8 @@ struct Summary {
     bridge_ratio_runs: Vec<f64>,
     e2e: Vec<(u32, [Figure; 3], Figure, Figure)>,
     sink_apply: Figure,
+    sink_apply_tree: Figure,
+    sink_apply_forest: Figure,
     sink_e2e: Figure,
     bridge_rss: Figure,
     sink_rss: Figure,
@@ -137,6 +139,8 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
         })
         .collect();
     let sink_apply = Figure::of(runs, |r| r.sink_apply_per_s);
+    let sink_apply_tree = Figure::of(runs, |r| r.sink_apply_tree_per_s);
+    let sink_apply_forest = Figure::of(runs, |r| r.sink_apply_forest_per_s);
     let sink_e2e = Figure::of(runs, |r| r.sink_e2e_per_s);
     let bridge_rss = Figure::of(runs, |r| max_of(&r.bridge_rss_mb));
     let sink_rss = Figure::of(runs, |r| max_of(&r.sink_rss_mb));
@@ -194,6 +198,8 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
         bridge_ratio_runs,
         e2e,
         sink_apply,
+        sink_apply_tree,
+        sink_apply_forest,
         sink_e2e,
         bridge_rss,
         sink_rss,
@@ -338,6 +344,8 @@ fn results_json(params: &Params, runs: &[Run], s: &Summary, date: &str, load_sta
         "snapshot_ratio": round(s.snapshot.median / s.raw_find_pipe.median),
         "e2e_latency_ms": e2e,
         "sink_apply_per_s": round(s.sink_apply.median),
+        "sink_apply_tree_per_s": round(s.sink_apply_tree.median),
+        "sink_apply_forest_per_s": round(s.sink_apply_forest.median),
         "sink_e2e_per_s": round(s.sink_e2e.median),
         "bridge_rss_mb": round(s.bridge_rss.median),
         "sink_rss_mb": round(s.sink_rss.median),
@@ -363,6 +371,8 @@ fn results_json(params: &Params, runs: &[Run], s: &Summary, date: &str, load_sta
             "snapshot_ratio": s.snapshot_ratio_runs.iter().map(|&v| round(v)).collect::<Vec<_>>(),
             "e2e_latency_ms": e2e_runs,
             "sink_apply_per_s": s.sink_apply.json()["runs"],
+            "sink_apply_tree_per_s": s.sink_apply_tree.json()["runs"],
+            "sink_apply_forest_per_s": s.sink_apply_forest.json()["runs"],
             "sink_e2e_per_s": s.sink_e2e.json()["runs"],
             "bridge_rss_mb": s.bridge_rss.json()["runs"],
             "sink_rss_mb": s.sink_rss.json()["runs"],
@@ -521,6 +531,11 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
         s.sink_apply.median / 1e6,
         g.verdict()
     );
+    for (key, figure) in
+        [("sink_apply_tree_per_s", &s.sink_apply_tree), ("sink_apply_forest_per_s", &s.sink_apply_forest)]
+    {
+        let _ = writeln!(o, "| `{key}` | {} | {} | | |", per_s(figure.median), runs_text(figure, thousands));
+    }
     let g = goal("sink_e2e_per_s");
     let _ = writeln!(
         o,
@@ -698,8 +713,11 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
     let _ = writeln!(
         o,
         "- **`sink_apply_per_s`.** `SinkCore::apply_bytes` in process, no broker, over {} pre-serialised insert events \
-         (distinct ids and keys, 10 features, classification), built before timing starts; a fresh core per run.",
-        thousands(params.apply_events as f64)
+         (distinct ids and keys, 10 features, classification), built before timing starts; a fresh core per run. \
+         `sink_apply_tree_per_s`: the same events through a Hoeffding tree (River's defaults); \
+         `sink_apply_forest_per_s`: the first {} of them through an adaptive random forest (10 trees, River's defaults).",
+        thousands(params.apply_events as f64),
+        thousands(params.apply_events.min(crate::FOREST_EVENTS as u64) as f64)
     );
     let _ = writeln!(
         o,

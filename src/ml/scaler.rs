@@ -67,6 +67,11 @@ impl StandardScaler {
         &self.var
     }
 
+    /// `1 / sqrt(variance)` of each feature, 0 where the variance is 0.
+    pub fn inv_std(&self) -> &[f64] {
+        &self.inv_std
+    }
+
     /// Write the standardised `x` into `out` (both as long as the scaler).
     pub fn transform_into(&self, x: &[f64], out: &mut [f64]) {
         for (((o, &xi), &m), &s) in out.iter_mut().zip(x).zip(&self.mean).zip(&self.inv_std) {

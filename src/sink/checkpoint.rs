@@ -2,9 +2,10 @@
 //!
 //! Each file is replaced or created atomically (temp file, fsync, rename, fsync of the
 //! directory), so a `kill -9` leaves either the old or the new state. A delta holds only
-//! the records changed since the previous write, the new event-id fingerprints, and the
-//! (small) model and counters; so a write costs what changed, not everything held. Once the
-//! deltas add up to the size of the snapshot, a new snapshot replaces them.
+//! the records changed since the previous write, the new event-id fingerprints and alerts,
+//! and the models (with their category dictionaries) and counters; so a write costs what
+//! changed and the models, not every record held. Once the deltas add up to the size of the
+//! snapshot, a new snapshot replaces them.
 //!
 //! Files in `SINK_STATE_DIR`: `<queue>.checkpoint.json` (the snapshot, with the sequence
 //! number of the last delta it contains) and `<queue>.delta.<seq>.json`.
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::core::{Delta, SinkCore};
 use crate::error::SinkError;
 
-/// Bumped when the file layout changes incompatibly.
-const FORMAT: u32 = 2;
+/// Bumped when the file layout changes incompatibly. 3: several models with typed features,
+/// category dictionaries and drift alerts.
+const FORMAT: u32 = 3;
 
 /// Deltas are folded into a new snapshot once they add up to this share of its size.
 const COMPACT_AT: f64 = 1.0;
@@ -28,6 +30,12 @@ const COMPACT_AT: f64 = 1.0;
 struct File<C> {
     format: u32,
     core: C,
+}
+
+/// A file's format, read before the rest so an old file gets its own message.
+#[derive(Deserialize)]
+struct Format {
+    format: u32,
 }
 
 /// The checkpoint files of one queue's sink.
@@ -66,8 +74,8 @@ impl CheckpointFile {
             Err(e) => return Err(self.error(&self.snapshot, format!("cannot read it: {e}"))),
         };
         self.snapshot_bytes = bytes.len() as u64;
+        self.check_format(&self.snapshot, &bytes)?;
         let file: File<SinkCore> = serde_json::from_slice(&bytes).map_err(|e| self.unreadable(&self.snapshot, e))?;
-        self.check_format(&self.snapshot, file.format)?;
         let mut core = file.core;
         for (seq, path) in self.deltas()? {
             if seq <= core.seq() {
@@ -82,8 +90,8 @@ impl CheckpointFile {
             }
             let bytes = fs::read(&path).map_err(|e| self.error(&path, format!("cannot read it: {e}")))?;
             self.delta_bytes += bytes.len() as u64;
+            self.check_format(&path, &bytes)?;
             let file: File<Delta> = serde_json::from_slice(&bytes).map_err(|e| self.unreadable(&path, e))?;
-            self.check_format(&path, file.format)?;
             core.apply_delta(file.core);
         }
         Ok(Some(core))
@@ -162,11 +170,18 @@ impl CheckpointFile {
         Ok(out)
     }
 
-    fn check_format(&self, path: &Path, format: u32) -> Result<(), SinkError> {
+    fn check_format(&self, path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+        let format = serde_json::from_slice::<Format>(bytes).map_err(|e| self.unreadable(path, e))?.format;
         if format == FORMAT {
             return Ok(());
         }
-        Err(self.error(path, format!("has format {format}, this build reads {FORMAT}; move it away to start over")))
+        Err(self.error(
+            path,
+            format!(
+                "has format {format}, this build reads {FORMAT} (several models, typed features, drift alerts); move `{}` away to start over (the models learn again from what the queue delivers)",
+                self.dir.display()
+            ),
+        ))
     }
 
     fn unreadable(&self, path: &Path, e: serde_json::Error) -> SinkError {
@@ -181,28 +196,51 @@ impl CheckpointFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::{ModelConfig, OnlineModel, Task};
-    use crate::sink::core::Spec;
+    use crate::ml::{ModelKind, Task};
+    use crate::sink::features::FeatureSpec;
+    use crate::sink::spec::ModelSpec;
+
+    fn specs() -> Vec<ModelSpec> {
+        let f = |list: &[&str]| list.iter().map(|f| FeatureSpec::parse(f).unwrap()).collect();
+        let tree = ModelSpec {
+            name: "tree".into(),
+            params: serde_json::json!({"grace_period": 10}),
+            ..ModelSpec::single(
+                Task::Classification,
+                ModelKind::HoeffdingTree,
+                f(&["x", "c:category"]),
+                "y".into(),
+                vec![],
+            )
+        };
+        vec![
+            ModelSpec::single(Task::Classification, ModelKind::Linear, f(&["x", "c:category"]), "y".into(), vec![]),
+            tree,
+        ]
+    }
 
     fn core() -> SinkCore {
-        let spec = Spec { features: vec!["x".into()], label: "y".into(), collections: vec![] };
-        SinkCore::new(spec, OnlineModel::new(ModelConfig::new(Task::Classification), 1).unwrap(), 1000)
+        SinkCore::new(specs(), 1000).unwrap().restored(1000).unwrap()
     }
 
     fn event(i: u32, key: u32) -> Vec<u8> {
         format!(
-            r#"{{"id":"e{i}","op":"c","key":"k{key}","after":{{"x":{i},"y":{}}},"source":{{"db":"d","collection":"c","cluster_time":{{"t":{i},"i":1}}}},"ts_ms":1}}"#,
+            r#"{{"id":"e{i}","op":"c","key":"k{key}","after":{{"x":{i},"c":"v{}","y":{}}},"source":{{"db":"d","collection":"c","cluster_time":{{"t":{i},"i":1}}}},"ts_ms":1}}"#,
+            i % 5,
             i.is_multiple_of(2)
         )
         .into_bytes()
     }
 
     fn snapshot(c: &SinkCore) -> String {
+        let s = c.stats();
         serde_json::to_string(&(
-            c.stats().counters,
-            c.stats().records,
-            c.stats().model.trained,
-            c.record("c", "k3").map(|r| r.version),
+            s.counters,
+            s.records,
+            s.models,
+            c.record("c", "k3").map(|r| (r.version, r.learned.clone())),
+            c.alerts(),
+            c.predict(Some("tree"), &serde_json::json!({"x": 3, "c": "v1"})).map(|p| p.prediction).ok(),
         ))
         .unwrap()
     }
@@ -220,7 +258,7 @@ mod tests {
             }
             file.save(&mut live).unwrap();
             let mut reopened = CheckpointFile::new(dir.path(), "q").unwrap();
-            let back = reopened.load().unwrap().expect("saved state");
+            let back = reopened.load().unwrap().expect("saved state").restored(1000).unwrap();
             assert_eq!(snapshot(&back), snapshot(&live), "after round {round}");
             assert_eq!(back.seq(), live.seq());
             // A redelivery of the last event is recognised after the restart too.
@@ -230,5 +268,14 @@ mod tests {
         let deltas = file.deltas().unwrap();
         assert!(deltas.len() < 12, "compaction folded deltas into the snapshot: {deltas:?}");
         assert!(deltas.iter().all(|(seq, _)| *seq > 1));
+    }
+
+    #[test]
+    fn an_older_format_is_refused_with_one_line_saying_how_to_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("q.checkpoint.json"), r#"{"format": 2, "core": {"spec": {}}}"#).unwrap();
+        let err = CheckpointFile::new(dir.path(), "q").unwrap().load().unwrap_err().to_string();
+        assert!(err.contains("has format 2, this build reads 3") && err.contains("away to start over"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 }

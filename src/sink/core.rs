@@ -1,17 +1,21 @@
 //! The sink's in-process core: parse an event, recognise duplicates and stale events, apply
-//! it to the versioned records, and predict-then-learn. No I/O, so it can be benchmarked and
-//! checkpointed whole.
+//! it to the versioned records, and let every model that reads the collection score and learn
+//! it when what it learns from changed; drift detections become alerts. No I/O, so it can be
+//! benchmarked and checkpointed whole.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
-use super::features::{self, FieldPlan};
+use super::features::{Capture, FieldPlan};
+use super::learner::{Decision, Learner, ModelReport};
+use super::spec::{DEFAULT_MODEL, ModelSpec};
 use crate::event::{self, ChangeEventRef, ClusterTime, ControlEvent, Op, Phase};
-use crate::ml::{ModelStats, OnlineModel};
+use crate::ml::{MlError, Prediction};
 
 /// The current state of one record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +30,10 @@ pub struct Record {
     pub ts_ms: i64,
     /// Cluster time of the last event applied; older events are stale.
     pub cluster_time: ClusterTime,
+    /// Per model (in configuration order), the fingerprint of the sample it last learned
+    /// from this key; 0 for none. Cleared by a delete. Inline for one model: no allocation.
+    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
+    pub learned: SmallVec<[u64; 1]>,
     /// Changed since the last checkpoint write.
     #[serde(skip)]
     dirty: bool,
@@ -34,9 +42,9 @@ pub struct Record {
 /// What applying one message did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Applied to the records; `trained` says whether the model learned from it.
+    /// Applied to the records; `trained` says whether a model learned from it.
     Applied {
-        /// The model learned from this event.
+        /// At least one model learned from this event.
         trained: bool,
         /// The event's wall time, ms since the epoch (for lag).
         ts_ms: i64,
@@ -52,17 +60,6 @@ pub enum Outcome {
     Poison(String),
 }
 
-/// What the core is configured to learn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spec {
-    /// Feature paths.
-    pub features: Vec<String>,
-    /// Label path.
-    pub label: String,
-    /// Collections to learn from; empty is all.
-    pub collections: Vec<String>,
-}
-
 /// Counters served by `/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
@@ -74,7 +71,10 @@ pub struct Counters {
     pub stale_skipped: u64,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: u64,
-    /// Snapshot rows identical to the record held: applied without training again.
+    /// Events applied to the records without teaching any model, because for every model
+    /// that reads them nothing it learns from changed: snapshot rows identical to the record
+    /// held, and changes whose columns and label are what each model last learned for the key
+    /// (a backlog's repeated lookups, edits of other fields). Per model in `models`.
     #[serde(default)]
     pub unchanged_skipped: u64,
     /// Records removed at the end of a collection's snapshot because the snapshot did not
@@ -84,6 +84,47 @@ pub struct Counters {
     /// Snapshot control messages applied.
     #[serde(default)]
     pub snapshot_controls: u64,
+    /// Drift detections, all models together.
+    #[serde(default)]
+    pub drift_alerts: u64,
+}
+
+/// A drift detection, as `/alerts` serves it and `<queue>.alerts` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Always `drift`.
+    pub kind: String,
+    /// The model whose error rose.
+    pub model: String,
+    /// Samples the model had learned when the detector fired (this one included).
+    pub trained: u64,
+    /// `ts_ms` of the event that triggered it.
+    pub ts_ms: i64,
+    /// Derived from the event's id and the model's name, so seeing the event again (after a
+    /// crash) gives the same id: consumers dedupe on it.
+    pub id: String,
+}
+
+/// Alerts kept for `/alerts`.
+pub const ALERTS_KEPT: usize = 1_000;
+
+/// The latest alerts, and those not yet published.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Alerts {
+    recent: VecDeque<Alert>,
+    /// Raised since the last checkpoint write: published before the next one is written,
+    /// carried by the delta.
+    #[serde(skip)]
+    unpublished: Vec<Alert>,
+}
+
+impl Alerts {
+    fn keep(&mut self, a: Alert) {
+        if self.recent.len() >= ALERTS_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(a);
+    }
 }
 
 /// Fingerprints (128-bit xxh3) of the most recently applied event ids, to recognise
@@ -140,28 +181,46 @@ impl RecentIds {
 
 type Map<V> = HashMap<String, V, RandomState>;
 
-/// Records, model and counters: everything a checkpoint holds.
+/// Records, models, alerts and counters: everything a checkpoint holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SinkCore {
-    spec: Spec,
+    learners: Vec<Learner>,
     records: Map<Map<Record>>,
     live_records: u64,
     recent: RecentIds,
-    model: OnlineModel,
     counters: Counters,
     last_event_id: Option<String>,
     /// Sequence number of the last checkpoint write this state contains.
     #[serde(default)]
     seq: u64,
+    alerts: Alerts,
     /// Fingerprints added to `recent` since the last checkpoint write.
     #[serde(skip)]
     fresh_ids: usize,
-    #[serde(skip)]
-    x: Vec<f64>,
+    /// Every field any model reads, captured in one pass.
     #[serde(skip)]
     plan: FieldPlan,
     #[serde(skip)]
+    capture: Capture,
+    #[serde(skip)]
+    decisions: Vec<Decision>,
+    #[serde(skip)]
     lag: Lag,
+}
+
+/// Why `/predict` cannot answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictError {
+    /// No model has this name.
+    UnknownModel(String),
+    /// The document cannot be read (the reason).
+    BadDocument(String),
+}
+
+/// The plan capturing every feature and label of `specs`.
+fn plan_for<'a>(specs: impl Iterator<Item = &'a ModelSpec> + Clone) -> FieldPlan {
+    let features = specs.clone().flat_map(|s| s.features.iter().map(|f| f.path.as_str()));
+    FieldPlan::new(features.chain(specs.map(|s| s.label.as_str())))
 }
 
 /// How far behind the sink runs: apply time minus event time, over the last events applied.
@@ -206,36 +265,69 @@ pub struct LagStats {
 }
 
 impl SinkCore {
-    /// A fresh core; `dedupe_window` is how many recent event ids are remembered.
-    pub fn new(spec: Spec, model: OnlineModel, dedupe_window: usize) -> Self {
-        let n = spec.features.len();
-        Self {
-            plan: FieldPlan::new(&spec.features, &spec.label),
-            spec,
+    /// A fresh core training one model per spec (at least one); `dedupe_window` is how many
+    /// recent event ids are remembered.
+    pub fn new(specs: Vec<ModelSpec>, dedupe_window: usize) -> Result<Self, MlError> {
+        if specs.is_empty() {
+            return Err(MlError::Config("the sink needs at least one model"));
+        }
+        let plan = plan_for(specs.iter());
+        let learners = specs.into_iter().map(|s| Learner::new(s, &plan)).collect::<Result<_, _>>()?;
+        Ok(Self {
+            learners,
+            plan,
             records: Map::default(),
             live_records: 0,
             recent: RecentIds::with_capacity(dedupe_window),
-            model,
             counters: Counters::default(),
             last_event_id: None,
             seq: 0,
+            alerts: Alerts::default(),
             fresh_ids: 0,
-            x: vec![0.0; n],
+            capture: Capture::default(),
+            decisions: Vec::new(),
             lag: Lag::default(),
+        })
+    }
+
+    /// After loading a checkpoint: rebuild the plan, attach the models to it and restore the
+    /// dedupe capacity; fails if a model's state does not fit its spec.
+    pub fn restored(mut self, dedupe_window: usize) -> Result<Self, String> {
+        if self.learners.is_empty() {
+            return Err("it holds no model".into());
         }
-    }
-
-    /// After loading a checkpoint: restore buffers and the dedupe capacity.
-    pub fn restored(mut self, dedupe_window: usize) -> Self {
-        self.x = vec![0.0; self.spec.features.len()];
-        self.plan = FieldPlan::new(&self.spec.features, &self.spec.label);
+        self.plan = plan_for(self.learners.iter().map(Learner::spec));
+        for l in &mut self.learners {
+            l.bind(&self.plan)?;
+        }
         self.recent.capacity = self.recent.capacity.max(dedupe_window);
-        self
+        Ok(self)
     }
 
-    /// What this core learns.
-    pub fn spec(&self) -> &Spec {
-        &self.spec
+    /// The models' specs, in order.
+    pub fn specs(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.learners.iter().map(Learner::spec)
+    }
+
+    /// Check that a restored core trains the models `specs` describe (same names in the same
+    /// order, and nothing its state depends on changed); adopt their collections. The error
+    /// says what differs, naming settings with `name` (the models file's key -> how the user
+    /// set it).
+    pub fn adopt(&mut self, specs: &[ModelSpec], name: impl Fn(&'static str) -> String) -> Result<(), String> {
+        let names = |s: &mut dyn Iterator<Item = &ModelSpec>| s.map(|m| m.name.clone()).collect::<Vec<_>>().join(", ");
+        if specs.len() != self.learners.len() || specs.iter().zip(&self.learners).any(|(s, l)| s.name != l.spec().name)
+        {
+            return Err(format!("models were {}", names(&mut self.specs())));
+        }
+        for (s, l) in specs.iter().zip(&self.learners) {
+            if let Some((setting, was)) = s.differs_from(l.spec()) {
+                return Err(format!("model `{}`: {} was {was}", s.name, name(setting)));
+            }
+        }
+        for (s, l) in specs.iter().zip(&mut self.learners) {
+            l.set_collections(s.collections.clone());
+        }
+        Ok(())
     }
 
     /// Parse and apply one message body. State changes only when the outcome is
@@ -284,21 +376,73 @@ impl SinkCore {
         }
 
         // Learn first: it is the only step that can fail, and a failure must change nothing.
-        let mut trained = false;
-        let learns =
-            self.spec.collections.is_empty() || self.spec.collections.iter().any(|c| *c == ev.source.collection);
-        if let (true, Some(after)) = (learns && ev.op != Op::Delete, ev.after) {
-            let label = match self.plan.extract(after.get(), &mut self.x) {
-                Ok(label) => label,
-                Err(reason) => return self.poison(reason),
-            };
-            if let Some(label) = label {
-                if let Err(e) = self.model.predict_then_learn(&self.x, &label) {
-                    return self.poison(format!("label `{}`: {e}", self.spec.label));
+        // Every model reads its sample and checks its label before any learns.
+        let coll_name = &*ev.source.collection;
+        let mut learned: SmallVec<[(usize, u64); 4]> = SmallVec::new();
+        if let (false, Some(after)) = (ev.op == Op::Delete, ev.after)
+            && self.learners.iter().any(|l| l.spec().learns_from(coll_name))
+        {
+            if let Err(reason) = self.plan.capture(after.get(), &mut self.capture) {
+                return self.poison(reason);
+            }
+            let last: &[u64] = existing.map_or(&[], |r| &r.learned);
+            let mut decisions = std::mem::take(&mut self.decisions);
+            decisions.clear();
+            let mut failed = None;
+            for (i, l) in self.learners.iter_mut().enumerate() {
+                if !l.spec().learns_from(coll_name) {
+                    decisions.push(Decision::Skip);
+                    continue;
                 }
-                trained = true;
+                match l.prepare(&self.capture, last.get(i).copied().filter(|&fp| fp != 0)) {
+                    Ok(d) => decisions.push(d),
+                    Err(reason) => {
+                        failed = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = failed {
+                self.decisions = decisions;
+                return self.poison(reason);
+            }
+            let mut unchanged = false;
+            for (i, d) in decisions.iter().enumerate() {
+                match *d {
+                    Decision::Skip => {}
+                    Decision::Unchanged => {
+                        self.learners[i].skip_unchanged();
+                        unchanged = true;
+                    }
+                    Decision::Learn(sample) => {
+                        let event = match self.learners[i].learn() {
+                            Ok(e) => e,
+                            // prepare checked the sample and the label.
+                            Err(e) => {
+                                self.decisions = decisions;
+                                return self.poison(format!("model `{}`: {e}", self.learners[i].spec().name));
+                            }
+                        };
+                        learned.push((i, sample));
+                        if let Some(e) = event {
+                            let model = self.learners[i].spec().name.clone();
+                            self.raise(Alert {
+                                kind: "drift".into(),
+                                id: alert_id(&ev.id, &model),
+                                model,
+                                trained: e.trained,
+                                ts_ms: ev.ts_ms,
+                            });
+                        }
+                    }
+                }
+            }
+            self.decisions = decisions;
+            if unchanged && learned.is_empty() {
+                self.counters.unchanged_skipped += 1;
             }
         }
+        let trained = !learned.is_empty();
 
         let coll = match self.records.get_mut(&*ev.source.collection) {
             Some(c) => c,
@@ -312,12 +456,16 @@ impl SinkCore {
                 last_id: String::new(),
                 ts_ms: 0,
                 cluster_time: ev.source.cluster_time,
+                learned: SmallVec::new(),
                 dirty: true,
             }),
         };
         let was_live = rec.doc.is_some();
         match (ev.op, ev.after) {
-            (Op::Delete, _) => rec.doc = None,
+            (Op::Delete, _) => {
+                rec.doc = None;
+                rec.learned.clear();
+            }
             (_, Some(after)) => rec.doc = Some(after.to_owned()),
             // An update whose lookup found nothing (deleted since) keeps the last document;
             // the delete that follows removes it.
@@ -329,12 +477,28 @@ impl SinkCore {
         rec.last_id.push_str(&ev.id);
         rec.ts_ms = ev.ts_ms;
         rec.cluster_time = ev.source.cluster_time;
+        if let Some(&(last, _)) = learned.last() {
+            if rec.learned.len() <= last {
+                rec.learned.resize(self.learners.len(), 0);
+            }
+            for (i, sample) in learned {
+                rec.learned[i] = sample;
+            }
+        }
         match (was_live, rec.doc.is_some()) {
             (false, true) => self.live_records += 1,
             (true, false) => self.live_records -= 1,
             _ => {}
         }
         self.applied(fp, &ev.id, trained, ev.ts_ms)
+    }
+
+    /// Keep an alert, to publish and to serve.
+    fn raise(&mut self, alert: Alert) {
+        tracing::warn!(model = %alert.model, trained = alert.trained, id = %alert.id, "drift detected");
+        self.counters.drift_alerts += 1;
+        self.alerts.keep(alert.clone());
+        self.alerts.unpublished.push(alert);
     }
 
     /// Remember an applied event.
@@ -382,6 +546,7 @@ impl SinkCore {
             let mut removed = 0;
             for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.cluster_time <= since) {
                 rec.doc = None;
+                rec.learned.clear();
                 rec.version += 1;
                 rec.last_id.clone_from(&ctl.id);
                 rec.ts_ms = ctl.ts_ms;
@@ -427,17 +592,29 @@ impl SinkCore {
             seq,
             records,
             recent: self.recent.order.iter().skip(self.recent.order.len() - fresh).copied().collect(),
-            model: &self.model,
+            learners: &self.learners,
             counters: &self.counters,
             live_records: self.live_records,
             last_event_id: &self.last_event_id,
+            alerts: &self.alerts.unpublished,
         }
     }
 
-    /// Everything so far is in a checkpoint.
+    /// Everything so far is in a checkpoint (and its alerts were published before).
     pub fn mark_saved(&mut self) {
         self.records.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
         self.fresh_ids = 0;
+        self.alerts.unpublished.clear();
+    }
+
+    /// Alerts raised since the last checkpoint write: to publish before writing the next.
+    pub fn unpublished_alerts(&self) -> &[Alert] {
+        &self.alerts.unpublished
+    }
+
+    /// The latest alerts, oldest first (at most [`ALERTS_KEPT`]).
+    pub fn alerts(&self) -> &VecDeque<Alert> {
+        &self.alerts.recent
     }
 
     /// Replay a delta read back from disk.
@@ -448,7 +625,10 @@ impl SinkCore {
         for fp in d.recent {
             self.recent.insert(fp);
         }
-        self.model = d.model;
+        for a in d.alerts {
+            self.alerts.keep(a);
+        }
+        self.learners = d.learners;
         self.counters = d.counters;
         self.live_records = d.live_records;
         self.last_event_id = d.last_event_id;
@@ -473,10 +653,37 @@ impl SinkCore {
         }
     }
 
-    /// Predict for a document shaped like the records.
-    pub fn predict(&self, doc: &Value) -> Result<crate::ml::Prediction, String> {
-        let x = features::extract_strict(doc, &self.spec.features)?;
-        self.model.predict(&x).map_err(|e| e.to_string())
+    /// The model `/predict` and `/stats.model` serve: the one named `default`, else the
+    /// first.
+    fn default_learner(&self) -> &Learner {
+        self.learners.iter().find(|l| l.spec().name == DEFAULT_MODEL).unwrap_or(&self.learners[0])
+    }
+
+    /// Predict with the model `name` (or the default one) for a document shaped like the
+    /// records.
+    pub fn predict(&self, name: Option<&str>, doc: &Value) -> Result<Prediction, PredictError> {
+        let learner = match name {
+            None => self.default_learner(),
+            Some(n) => self
+                .learners
+                .iter()
+                .find(|l| l.spec().name == n)
+                .ok_or_else(|| PredictError::UnknownModel(n.to_string()))?,
+        };
+        let obj = doc.as_object().ok_or_else(|| PredictError::BadDocument("the body must be a JSON object".into()))?;
+        let mut cap = Capture::default();
+        self.plan.capture_value(obj, &mut cap);
+        learner.predict(&cap, &self.plan).map_err(PredictError::BadDocument)
+    }
+
+    /// Every model's figures, in configuration order.
+    pub fn models(&self) -> Vec<ModelReport> {
+        self.learners.iter().map(Learner::report).collect()
+    }
+
+    /// Samples learned by each model, in configuration order.
+    pub fn trained(&self) -> Vec<u64> {
+        self.learners.iter().map(Learner::trained).collect()
     }
 
     /// The figures served by `/stats`.
@@ -486,9 +693,20 @@ impl SinkCore {
             records: self.live_records,
             last_event_id: self.last_event_id.clone(),
             lag_ms: self.lag.percentiles(),
-            model: self.model.stats(),
+            model: self.default_learner().report(),
+            models: self.learners.iter().map(|l| (l.spec().name.clone(), l.report())).collect(),
         }
     }
+}
+
+/// The id of the alert `model` raised on event `event_id`: the same whenever the event is
+/// applied again.
+fn alert_id(event_id: &str, model: &str) -> String {
+    let mut bytes = Vec::with_capacity(event_id.len() + model.len() + 1);
+    bytes.extend_from_slice(event_id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(model.as_bytes());
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
 }
 
 /// What changed since the last checkpoint write (written by `sink::checkpoint`).
@@ -497,10 +715,11 @@ pub struct DeltaRef<'a> {
     seq: u64,
     records: Vec<(&'a str, &'a str, &'a Record)>,
     recent: Vec<u128>,
-    model: &'a OnlineModel,
+    learners: &'a [Learner],
     counters: &'a Counters,
     live_records: u64,
     last_event_id: &'a Option<String>,
+    alerts: &'a [Alert],
 }
 
 /// A [`DeltaRef`] read back.
@@ -509,10 +728,11 @@ pub struct Delta {
     seq: u64,
     records: Vec<(String, String, Record)>,
     recent: Vec<u128>,
-    model: OnlineModel,
+    learners: Vec<Learner>,
     counters: Counters,
     live_records: u64,
     last_event_id: Option<String>,
+    alerts: Vec<Alert>,
 }
 
 /// The body of `/stats`.
@@ -527,18 +747,33 @@ pub struct Stats {
     pub last_event_id: Option<String>,
     /// Commit-to-applied lag over the last 10,000 events (null before any).
     pub lag_ms: Option<LagStats>,
-    /// Model figures.
-    pub model: ModelStats,
+    /// The default model's figures (the one named `default`, else the first).
+    pub model: ModelReport,
+    /// Every model's figures, by name.
+    pub models: BTreeMap<String, ModelReport>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::{ModelConfig, Task};
+    use crate::ml::{ModelKind, Task};
+    use crate::sink::features::FeatureSpec;
+    use serde_json::json;
+
+    fn spec(name: &str, task: Task, features: &[&str], label: &str) -> ModelSpec {
+        let features = features.iter().map(|f| FeatureSpec::parse(f).unwrap()).collect();
+        ModelSpec { name: name.into(), ..ModelSpec::single(task, ModelKind::Linear, features, label.into(), vec![]) }
+    }
 
     fn core() -> SinkCore {
-        let spec = Spec { features: vec!["x".into()], label: "y".into(), collections: vec![] };
-        SinkCore::new(spec, OnlineModel::new(ModelConfig::new(Task::Classification), 1).unwrap(), 100)
+        SinkCore::new(vec![spec("default", Task::Classification, &["x"], "y")], 100).unwrap()
+    }
+
+    fn event(id: &str, op: &str, key: &str, t: u32, after: Value) -> Vec<u8> {
+        json!({"id": id, "op": op, "key": key, "after": after,
+               "source": {"db": "d", "collection": "c", "cluster_time": {"t": t, "i": 1}}, "ts_ms": 1_000 + t})
+        .to_string()
+        .into_bytes()
     }
 
     fn reason(o: Outcome) -> String {
@@ -560,7 +795,127 @@ mod tests {
             "]".repeat(200)
         );
         assert!(reason(c.apply_bytes(deep.as_bytes())).contains("deeper"));
-        assert_eq!(c.stats().counters.dead_lettered, 3);
+        assert_eq!(
+            reason(c.apply_bytes(&event("b", "c", "k", 1, json!({"x": {"o": 1}, "y": true})))),
+            "feature `x` is not numeric (an object)"
+        );
+        assert!(reason(c.apply_bytes(&event("c", "c", "k", 1, json!({"x": 1, "y": 0.5})))).starts_with("label `y`"));
+        assert_eq!(c.stats().counters.dead_lettered, 5);
         assert_eq!(c.stats().counters.events_applied, 0);
+    }
+
+    #[test]
+    fn updates_of_other_fields_train_once() {
+        let mut c = core();
+        assert_eq!(
+            c.apply_bytes(&event("i", "c", "k", 1, json!({"x": 1, "y": true, "note": 0}))),
+            Outcome::Applied { trained: true, ts_ms: 1_001 }
+        );
+        for n in 1..=10 {
+            let o = c.apply_bytes(&event(&format!("u{n}"), "u", "k", 1 + n, json!({"x": 1, "y": true, "note": n})));
+            assert_eq!(o, Outcome::Applied { trained: false, ts_ms: 1_001 + i64::from(n) });
+        }
+        let s = c.stats();
+        assert_eq!((s.model.stats.trained, s.counters.unchanged_skipped, s.model.unchanged_skipped), (1, 10, 10));
+        assert_eq!(c.record("c", "k").unwrap().version, 11, "the records still apply every event");
+        // A change of the label or a feature teaches again; so does a delete and a re-insert.
+        c.apply_bytes(&event("u11", "u", "k", 20, json!({"x": 1, "y": false})));
+        c.apply_bytes(&event("u12", "u", "k", 21, json!({"x": 2, "y": false})));
+        c.apply_bytes(&event("d", "d", "k", 22, Value::Null));
+        c.apply_bytes(&event("i2", "c", "k", 23, json!({"x": 2, "y": false})));
+        assert_eq!(c.stats().model.stats.trained, 4);
+    }
+
+    #[test]
+    fn a_backlog_of_repeated_lookups_trains_once_per_distinct_sample() {
+        let mut c = core();
+        // Updates read while a backlog drains carry the document as it is when read: here
+        // three updates carry B, then two carry C; the first of each run is new.
+        let afters = [
+            json!({"x": 1, "y": true}),
+            json!({"x": 5, "y": true}),
+            json!({"x": 5, "y": true}),
+            json!({"x": 5, "y": true}),
+            json!({"x": 7, "y": false}),
+            json!({"x": 7, "y": false}),
+        ];
+        let mut trained = Vec::new();
+        for (n, after) in afters.into_iter().enumerate() {
+            let op = if n == 0 { "c" } else { "u" };
+            match c.apply_bytes(&event(&format!("e{n}"), op, "k", n as u32 + 1, after)) {
+                Outcome::Applied { trained: t, .. } => trained.push(t),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(trained, [true, true, false, false, true, false]);
+        assert_eq!(c.stats().counters.unchanged_skipped, 3);
+    }
+
+    #[test]
+    fn several_models_learn_from_one_stream_and_poison_stops_them_all() {
+        let mut churn = spec("churn", Task::Classification, &["age", "plan:category"], "churned");
+        churn.kind = ModelKind::HoeffdingTree;
+        let mut spend = spec("spend", Task::Regression, &["age", "plan:category"], "spend");
+        spend.collections = vec!["c".into()];
+        let mut other = spec("other", Task::Regression, &["age"], "spend");
+        other.collections = vec!["elsewhere".into()];
+        let mut c = SinkCore::new(vec![churn, spend, other], 100).unwrap();
+        for n in 0..50u32 {
+            let plan = ["a", "b"][n as usize % 2];
+            let after = json!({"age": n, "plan": plan, "churned": n % 3 == 0, "spend": f64::from(n) * 2.0});
+            c.apply_bytes(&event(&format!("e{n}"), "c", &format!("k{n}"), n + 1, after));
+        }
+        // Only `churn` has a label here.
+        c.apply_bytes(&event("e50", "c", "k50", 60, json!({"age": 1, "churned": true})));
+        assert_eq!(c.trained(), [51, 50, 0]);
+        let s = c.stats();
+        assert_eq!(s.model.name, "churn", "no model is named default: the first serves");
+        assert_eq!(s.models["spend"].stats.task, Task::Regression);
+        // An object where the models read a category: the whole event is poison, nobody learns.
+        let bad = json!({"age": 1, "plan": {"o": 1}, "churned": true, "spend": 1.0});
+        assert!(reason(c.apply_bytes(&event("p", "c", "kp", 70, bad))).contains("`plan` is not a category"));
+        assert_eq!(c.trained(), [51, 50, 0]);
+        // Without a label, a document is stored and read no further.
+        let unlabelled = json!({"age": {"o": 1}, "plan": [1]});
+        assert_eq!(
+            c.apply_bytes(&event("u", "c", "ku", 71, unlabelled)),
+            Outcome::Applied { trained: false, ts_ms: 1_071 }
+        );
+        let p = c.predict(Some("spend"), &json!({"age": 10, "plan": "a"})).unwrap();
+        assert!(p.prediction.is_f64());
+        let p = c.predict(None, &json!({"age": 10, "plan": "zzz"})).unwrap();
+        assert!(p.probabilities.is_some(), "an unseen category is fine");
+        assert_eq!(c.predict(Some("nope"), &json!({})), Err(PredictError::UnknownModel("nope".into())));
+        match c.predict(None, &json!({"plan": "a"})) {
+            Err(PredictError::BadDocument(r)) => assert_eq!(r, "missing features: age"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn drift_alerts_have_ids_that_replays_repeat() {
+        let stream: Vec<Vec<u8>> = (0..3_000u32)
+            .map(|n| {
+                let x = f64::from((n * 7919) % 1000) / 1000.0;
+                let y = if n < 1_500 { x > 0.5 } else { x <= 0.5 };
+                event(&format!("e{n}"), "c", &format!("k{n}"), n + 1, json!({"x": x, "y": y}))
+            })
+            .collect();
+        let run = || {
+            let mut c = core();
+            for body in &stream {
+                c.apply_bytes(body);
+            }
+            c
+        };
+        let (mut a, b) = (run(), run());
+        assert!(!a.alerts().is_empty());
+        let first = &a.alerts()[0];
+        assert!(first.trained > 1_500 && first.model == "default" && first.kind == "drift", "{first:?}");
+        assert_eq!(a.alerts(), b.alerts());
+        assert_eq!(a.unpublished_alerts().len(), a.alerts().len());
+        assert_eq!(a.stats().counters.drift_alerts, a.alerts().len() as u64);
+        a.mark_saved();
+        assert!(a.unpublished_alerts().is_empty() && !a.alerts().is_empty());
     }
 }

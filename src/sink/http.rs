@@ -1,4 +1,5 @@
-//! The sink's HTTP API (axum): health, stats, predictions, one record, Prometheus metrics.
+//! The sink's HTTP API (axum): health, stats, the models and their predictions, drift alerts,
+//! one record, Prometheus metrics.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::core::SinkCore;
+use super::core::{PredictError, SinkCore};
 use crate::ml::MetricSummary;
 
 /// The state handlers share with the consumer.
@@ -23,6 +24,9 @@ pub fn router(core: Shared) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/stats", get(stats))
         .route("/predict", post(predict))
+        .route("/models", get(models))
+        .route("/models/{name}/predict", post(predict_with))
+        .route("/alerts", get(alerts))
         .route("/records/{collection}/{key}", get(record))
         .route("/metrics", get(metrics))
         .with_state(core)
@@ -41,21 +45,45 @@ fn bad_request(reason: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": reason.into()}))).into_response()
 }
 
+fn not_found(reason: impl Into<String>) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": reason.into()}))).into_response()
+}
+
 async fn predict(State(core): State<Shared>, body: Bytes) -> Response {
-    let doc: Value = match serde_json::from_slice(&body) {
+    predict_body(&core, None, &body)
+}
+
+async fn predict_with(State(core): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
+    predict_body(&core, Some(&name), &body)
+}
+
+fn predict_body(core: &Shared, model: Option<&str>, body: &[u8]) -> Response {
+    let doc: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("body is not valid JSON: {e}")),
     };
-    match lock(&core).predict(&doc) {
+    match lock(core).predict(model, &doc) {
         Ok(p) => Json(p).into_response(),
-        Err(reason) => bad_request(reason),
+        Err(PredictError::UnknownModel(name)) => not_found(format!("no model named `{name}`")),
+        Err(PredictError::BadDocument(reason)) => bad_request(reason),
     }
+}
+
+async fn models(State(core): State<Shared>) -> Response {
+    Json(lock(&core).models()).into_response()
+}
+
+async fn alerts(State(core): State<Shared>) -> Response {
+    Json(lock(&core).alerts()).into_response()
 }
 
 async fn record(State(core): State<Shared>, Path((collection, key)): Path<(String, String)>) -> Response {
     match lock(&core).record(&collection, &key) {
-        Some(r) => Json(r).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such record"}))).into_response(),
+        // The per-model fingerprints are the sink's business.
+        Some(r) => Json(json!({"doc": r.doc, "version": r.version, "last_id": r.last_id, "ts_ms": r.ts_ms,
+                               "cluster_time": r.cluster_time}))
+        .into_response(),
+        None => not_found("no such record"),
     }
 }
 
@@ -104,7 +132,8 @@ async fn metrics(State(core): State<Shared>) -> Response {
         "Snapshot control messages applied.",
         s.counters.snapshot_controls as f64,
     );
-    metric("sink_model_trained_total", "counter", "Samples the model learned.", s.model.trained as f64);
+    metric("sink_drift_alerts_total", "counter", "Drift detections, all models.", s.counters.drift_alerts as f64);
+    metric("sink_model_trained_total", "counter", "Samples the default model learned.", s.model.stats.trained as f64);
     metric("sink_records", "gauge", "Live records held.", s.records as f64);
     if let Some(lag) = &s.lag_ms {
         metric("sink_lag_p50_ms", "gauge", "Median ms from commit to applied, last 10k events.", lag.p50 as f64);
@@ -115,14 +144,56 @@ async fn metrics(State(core): State<Shared>) -> Response {
             lag.p99 as f64,
         );
     }
-    for (window, summary) in [("progressive", &s.model.progressive), ("rolling_1000", &s.model.rolling_1000)] {
+    for (window, summary) in
+        [("progressive", &s.model.stats.progressive), ("rolling_1000", &s.model.stats.rolling_1000)]
+    {
         for (key, value) in summary_fields(summary) {
             metric(
                 &format!("sink_model_{window}_{key}"),
                 "gauge",
-                &format!("{window} {key} of the live model."),
+                &format!("{window} {key} of the default model."),
                 value,
             );
+        }
+    }
+    // Every model, labelled by name.
+    let mut family = |name: &str, kind: &str, help: &str, values: Vec<(&str, f64)>| {
+        if values.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (model, v) in values {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {v}", model.replace('\\', "\\\\").replace('"', "\\\""));
+        }
+    };
+    let per_model = |f: &dyn Fn(&super::learner::ModelReport) -> Option<f64>| {
+        s.models.iter().filter_map(|(name, m)| Some((name.as_str(), f(m)?))).collect::<Vec<_>>()
+    };
+    family(
+        "sink_models_trained_total",
+        "counter",
+        "Samples each model learned.",
+        per_model(&|m| Some(m.stats.trained as f64)),
+    );
+    family(
+        "sink_models_unchanged_skipped_total",
+        "counter",
+        "Events each model skipped because what it learns from them had not changed.",
+        per_model(&|m| Some(m.unchanged_skipped as f64)),
+    );
+    family(
+        "sink_models_drift_alerts_total",
+        "counter",
+        "Drift detections of each model.",
+        per_model(&|m| m.stats.drift.as_ref().map(|d| d.detections as f64)),
+    );
+    for window in ["progressive", "rolling_1000"] {
+        for key in ["accuracy", "log_loss", "mae", "rmse", "r2"] {
+            let values = per_model(&|m| {
+                let summary = if window == "progressive" { &m.stats.progressive } else { &m.stats.rolling_1000 };
+                summary_fields(summary).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+            });
+            family(&format!("sink_models_{window}_{key}"), "gauge", &format!("{window} {key} of each model."), values);
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -1,17 +1,25 @@
-//! The ML sink: consume the bridge's messages -> apply each once to versioned records and an
-//! online model -> serve stats and predictions over HTTP.
+//! The ML sink: consume the bridge's messages -> apply each once to versioned records and the
+//! online models -> serve stats, predictions and drift alerts over HTTP, and publish the
+//! alerts to `<queue>.alerts`.
 //!
 //! Exactly-once effect on top of at-least-once delivery: a message is acknowledged only after
 //! a checkpoint that contains its effect is on disk, and the checkpoint also holds the ids of
 //! recent events, so a redelivery (after a crash, a reconnect, or a bridge retry) is
 //! recognised and skipped. A checkpoint (a delta of what changed, see [`checkpoint`]) is
 //! written every `SINK_CHECKPOINT_EVERY` applied events, when the prefetch window is full
-//! (nothing more can arrive until we ack), after a short idle pause, and at shutdown.
+//! (nothing more can arrive until we ack), after a short idle pause, and at shutdown. The
+//! drift alerts raised since the previous checkpoint are published, confirmed, before it is
+//! written: a crash before the write replays their events, which raise them again with the
+//! same ids (at least once).
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod core;
+pub mod encoder;
 pub mod features;
 pub mod http;
+pub mod learner;
+pub mod spec;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,11 +29,11 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Basi
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
+use self::alerts::AlertPublisher;
 use self::checkpoint::CheckpointFile;
-use self::core::{Outcome, SinkCore, Spec};
+use self::core::{Outcome, SinkCore};
 use crate::config::SinkSettings;
 use crate::error::{MqError, SinkError};
-use crate::ml::OnlineModel;
 use crate::mq::Rabbit;
 use crate::mq::topology::Topology;
 
@@ -42,37 +50,29 @@ fn now_ms() -> i64 {
 }
 
 /// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
-/// features, label or task.
+/// models (names, tasks, kinds, features, labels or hyper-parameters).
 pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<SinkCore, SinkError> {
-    let spec = Spec {
-        features: settings.features.clone(),
-        label: settings.label.clone(),
-        collections: settings.collections.clone(),
-    };
     let window = dedupe_window(settings.prefetch);
     match file.load()? {
         Some(core) => {
-            let saved = core.spec();
-            let what = if saved.features != spec.features {
-                Some(format!("SINK_FEATURES was {}", saved.features.join(",")))
-            } else if saved.label != spec.label {
-                Some(format!("SINK_LABEL was {}", saved.label))
-            } else if core.stats().model.task != settings.model.task {
-                Some(format!("SINK_TASK was {:?}", core.stats().model.task).to_lowercase())
-            } else {
-                None
+            let path = file.path().display().to_string();
+            let mut core = core.restored(window).map_err(|e| SinkError::Checkpoint(format!("{path} {e}")))?;
+            let shorthand = settings.models_file.is_none();
+            let name = |setting: &'static str| match (shorthand, setting) {
+                (false, s) => format!("`{s}` in SINK_MODELS"),
+                (true, "task") => "SINK_TASK".into(),
+                (true, "kind") => "SINK_MODEL".into(),
+                (true, "features") => "SINK_FEATURES".into(),
+                (true, "label") => "SINK_LABEL".into(),
+                (true, "hash_buckets") => "SINK_HASH_BUCKETS".into(),
+                (true, "params") => "SINK_LEARNING_RATE / SINK_L2".into(),
+                (true, _) => "SINK_DRIFT_ACTION".into(),
             };
-            if let Some(what) = what {
-                return Err(SinkError::SpecChanged { path: file.path().display().to_string(), what });
-            }
+            core.adopt(&settings.models, name).map_err(|what| SinkError::SpecChanged { path, what })?;
             tracing::info!(path = %file.path().display(), "loaded checkpoint");
-            Ok(core.restored(window))
+            Ok(core)
         }
-        None => {
-            let model =
-                OnlineModel::new(settings.model, spec.features.len()).map_err(|e| SinkError::Model(e.to_string()))?;
-            Ok(SinkCore::new(spec, model, window))
-        }
+        None => SinkCore::new(settings.models.clone(), window).map_err(|e| SinkError::Model(e.to_string())),
     }
 }
 
@@ -119,6 +119,7 @@ impl Sink {
         // queue to land in.
         let channel = rabbit.channel().await?;
         topology.declare(&channel).await?;
+        alerts::declare(&channel, &alerts::queue_name(&topology.queue)).await?;
         let _ = channel.close(200, "declared".into()).await;
         tracing::info!(addr = %settings.http_addr, queue = %topology.queue, "sink started");
 
@@ -173,7 +174,7 @@ impl Consumer {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return self.checkpoint().await.map(|_| ()),
+                _ = shutdown.cancelled() => return self.last_checkpoint().await,
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -183,6 +184,7 @@ impl Consumer {
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MqError> {
         let channel = self.rabbit.channel().await?;
         self.topology.declare(&channel).await?;
+        let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
         channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
         let mut deliveries = channel
             .basic_consume(
@@ -202,7 +204,7 @@ impl Consumer {
             match next {
                 Err(_idle) => {
                     if pending.unsettled > 0 || pending.count > 0 {
-                        self.flush(&channel, &mut pending).await?;
+                        self.flush(&channel, &alerts, &mut pending).await?;
                     }
                 }
                 Ok(None) => return Err(MqError::Topology("the broker cancelled the consumer".into())),
@@ -227,19 +229,29 @@ impl Consumer {
                     if pending.count >= self.settings.checkpoint_every
                         || pending.unsettled >= u64::from(self.settings.prefetch)
                     {
-                        self.flush(&channel, &mut pending).await?;
+                        self.flush(&channel, &alerts, &mut pending).await?;
                     }
                 }
             }
         }
         // Shutdown: stop deliveries, cover what was applied, then acknowledge it.
-        self.flush(&channel, &mut pending).await?;
+        self.flush(&channel, &alerts, &mut pending).await?;
+        alerts.close().await;
         let _ = channel.close(200, "bye".into()).await;
         Ok(())
     }
 
-    /// Checkpoint, then acknowledge everything it covers.
-    async fn flush(&self, channel: &lapin::Channel, pending: &mut Pending) -> Result<(), MqError> {
+    /// Publish the alerts raised since the last checkpoint (confirmed), checkpoint, then
+    /// acknowledge everything the checkpoint covers. An alert that cannot be published fails
+    /// the session before anything is written or acknowledged.
+    async fn flush(
+        &self,
+        channel: &lapin::Channel,
+        alerts: &AlertPublisher,
+        pending: &mut Pending,
+    ) -> Result<(), MqError> {
+        let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
+        alerts.publish(&unpublished).await?;
         if let Err(e) = self.checkpoint().await {
             // Not acking keeps the messages; they come again after a restart.
             tracing::error!(error = %e, "checkpoint failed; messages stay unacknowledged");
@@ -250,6 +262,30 @@ impl Consumer {
         }
         *pending = Pending::default();
         Ok(())
+    }
+
+    /// The checkpoint at shutdown after a failed session: written only if the alerts it
+    /// covers can be published first; otherwise the unacknowledged messages come again after
+    /// the restart and raise them again.
+    async fn last_checkpoint(&self) -> Result<(), SinkError> {
+        let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
+        if !unpublished.is_empty() {
+            let published = tokio::time::timeout(Duration::from_secs(5), async {
+                let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
+                alerts.publish(&unpublished).await?;
+                alerts.close().await;
+                Ok::<_, MqError>(())
+            })
+            .await;
+            if !matches!(published, Ok(Ok(()))) {
+                tracing::warn!(
+                    alerts = unpublished.len(),
+                    "cannot publish drift alerts; not checkpointing, so their events come again"
+                );
+                return Ok(());
+            }
+        }
+        self.checkpoint().await
     }
 
     async fn checkpoint(&self) -> Result<(), SinkError> {

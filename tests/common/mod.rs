@@ -359,12 +359,13 @@ pub async fn queue_len(vhost: &str, queue: &str) -> Option<u32> {
     Some(q.message_count())
 }
 
-/// Delete the queue, its dead-letter queue and exchange.
+/// Delete the queue, its dead-letter queue and exchange, and the sink's alerts queue.
 pub async fn delete_topology(vhost: &str, queue: &str) {
     let Ok(conn) = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await else { return };
     if let Ok(ch) = conn.create_channel().await {
         let _ = ch.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
         let _ = ch.queue_delete(format!("{queue}.dlq").as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = ch.queue_delete(format!("{queue}.alerts").as_str().into(), QueueDeleteOptions::default()).await;
         let _ = ch.exchange_delete(format!("{queue}.dlx").as_str().into(), Default::default()).await;
     }
     let _ = conn.close(200, "done".into()).await;
