@@ -142,6 +142,9 @@ pub enum MqError {
     /// The queues cannot be declared as we need them.
     #[error("{0}")]
     Topology(String),
+    /// The broker cancelled our consumer (the queue was deleted, or a node failed over).
+    #[error("RabbitMQ cancelled the consumer")]
+    Cancelled,
     /// The channel or connection closed.
     #[error("RabbitMQ channel closed: {0}")]
     ChannelClosed(#[from] lapin::Error),

@@ -107,14 +107,17 @@ async fn bridge_kill9(n: u64, kills: usize, seed: u64) -> Row {
 /// stream of `n` changes.
 async fn rabbit_restart(n: u64, restarts: usize, seed: u64) -> Row {
     let t0 = Instant::now();
-    let mut row = Row::new(format!("restart RabbitMQ {restarts}× during {n} changes"));
+    let mut row = Row::new(format!("restart RabbitMQ {restarts}× during {n} changes, bridge and sink running"));
     let _guard = RabbitRestart;
     let mongo = Secantus::in_memory().await;
     let client = mongo.client().await;
     let db = unique("chaos_mq");
     let queue = unique("q_chaos_mq");
+    let state = tempfile::tempdir().unwrap();
     let env = Env::bridge(&mongo.uri(), &db, &queue);
+    let senv = sink_env(&queue, state.path(), "a,b", "label");
     let mut bridge = start_bridge(&client, &env).await;
+    let sink = start_sink(&senv).await;
 
     // Paced so the stream outlasts the outages.
     let writer = Writer::spawn(client.clone(), &db, "events", 0..n, 10, Duration::from_millis(15));
@@ -136,10 +139,18 @@ async fn rabbit_restart(n: u64, restarts: usize, seed: u64) -> Row {
     let during = !writer.is_finished();
     let finished = writer.finish(LIMIT).await;
     row.note(format!("writer still writing after the last restart: {during}; finished: {finished}"));
-    let reconnects = strip_ansi(&bridge.output()).matches("RabbitMQ failed").count();
-    bridge_tally(&mut row, &queue, n, &mut bridge).await;
-    row.note(format!("the bridge logged `RabbitMQ failed` {reconnects} times and reconnected"));
-    row.pass &= during && finished;
+    let bridge_reconnects = strip_ansi(&bridge.output()).matches("RabbitMQ failed").count();
+    let sink_alive = alive(sink.pid());
+    let sink_reconnects = strip_ansi(&sink.output()).matches("RabbitMQ failed").count();
+    // The sink's own tally: every change applied once, training exactly once, nothing left.
+    sink_tally(&mut row, &senv, &queue, n, sink, &mut rng).await;
+    row.note(format!(
+        "the bridge logged `RabbitMQ failed` {bridge_reconnects} times and the sink {sink_reconnects} times, each reconnecting; the sink was still running after the restarts: {sink_alive}"
+    ));
+    let alive = alive(bridge.pid());
+    let status = bridge.terminate(Duration::from_secs(60)).await;
+    row.note(format!("bridge alive at the end: {alive}, SIGTERM → {status}"));
+    row.pass &= during && finished && sink_alive && sink_reconnects > 0 && alive && status.success();
     delete_topology("/", &queue).await;
     row.secs = t0.elapsed().as_secs_f64();
     row

@@ -103,7 +103,7 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
     // Existing documents: the snapshot must redact them too.
     users
         .insert_one(
-            doc! {"_id": 1, "name": "ann", "password": "SECRET-snap", "card": {"number": "4111-snap", "exp": "01/30"}},
+            doc! {"_id": 1, "name": "ann", "password": "SECRET-snap", "card": {"number": "CARDNUM-snap", "exp": "01/30"}},
         )
         .await
         .unwrap();
@@ -120,27 +120,27 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
     .await;
 
     users
-        .insert_one(doc! {"_id": 2, "name": "bob", "password": "SECRET-insert", "card": {"number": "4111-insert"}})
+        .insert_one(doc! {"_id": 2, "name": "bob", "password": "SECRET-insert", "card": {"number": "CARDNUM-insert"}})
         .await
         .unwrap();
     users
-        .update_one(doc! {"_id": 2}, doc! {"$set": {"password": "SECRET-update", "card.number": "4111-update"}})
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"password": "SECRET-update", "card.number": "CARDNUM-update"}})
         .await
         .unwrap();
     users
-        .update_one(doc! {"_id": 2}, doc! {"$set": {"card": {"number": "4111-nested", "exp": "02/31"}}})
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"card": {"number": "CARDNUM-nested", "exp": "02/31"}}})
         .await
         .unwrap();
     users.update_one(doc! {"_id": 2}, doc! {"$unset": {"password": ""}}).await.unwrap();
     users
         .replace_one(
             doc! {"_id": 1},
-            doc! {"name": "ann", "password": "SECRET-replace", "card": {"number": "4111-replace"}},
+            doc! {"name": "ann", "password": "SECRET-replace", "card": {"number": "CARDNUM-replace"}},
         )
         .await
         .unwrap();
     payments
-        .insert_one(doc! {"_id": 1, "card": {"number": "4111-payments", "brand": "visa"}, "password": "kept"})
+        .insert_one(doc! {"_id": 1, "card": {"number": "CARDNUM-payments", "brand": "visa"}, "password": "kept"})
         .await
         .unwrap();
     client
@@ -153,7 +153,7 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
 
     let got = consume_until("/", &queue, LIMIT, |m| m.last().is_some_and(|m| m.json()["key"] == "last")).await;
     let all: String = got.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect::<Vec<_>>().join("\n");
-    for secret in ["SECRET", "4111", "AUDIT"] {
+    for secret in ["SECRET", "CARDNUM", "AUDIT"] {
         assert!(!all.contains(secret), "`{secret}` reached the queue:\n{all}");
     }
     let users_messages: String = got
@@ -174,7 +174,7 @@ async fn excluded_fields_and_collections_never_reach_the_queue_or_the_log() {
     assert!(got.iter().all(|m| m.json()["source"]["collection"] != "audit"), "{ops:?}");
     assert!(bridge.terminate(LIMIT).await.success());
     let log = bridge.output();
-    for secret in ["SECRET", "4111", "AUDIT"] {
+    for secret in ["SECRET", "CARDNUM", "AUDIT"] {
         assert!(!log.contains(secret), "`{secret}` reached the log:\n{log}");
     }
     delete_topology("/", &queue).await;

@@ -128,3 +128,48 @@ async fn secantus_restart_loses_nothing() {
     assert!(bridge.terminate(LIMIT).await.success());
     delete_topology("/", &queue).await;
 }
+
+#[tokio::test]
+async fn rabbitmq_dropping_connections_costs_the_sink_nothing() {
+    const N: usize = 2500;
+    let vhost = Vhost::new();
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db = unique("mqdrop_sink");
+    let queue = unique("q_mqdrop_sink");
+    let state = tempfile::tempdir().unwrap();
+    let env = Env::bridge(&mongo.uri(), &db, &queue).set("RABBITMQ_VHOST", &vhost.0);
+    let senv = sink_env(&queue, state.path(), "v", "label").set("RABBITMQ_VHOST", &vhost.0);
+    let mut bridge = start_bridge(&client, &env).await;
+    let mut sink = start_sink(&senv).await;
+
+    // Every document carries a label, so each is trained once.
+    let coll = client.database(&db).collection::<Document>("events");
+    let w = tokio::spawn(async move {
+        for start in (0..N as i64).step_by(10) {
+            let docs: Vec<Document> =
+                (start..start + 10).map(|i| doc! {"_id": i, "v": i, "label": i % 3 == 0}).collect();
+            while coll.insert_many(docs.clone()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    for round in 1..=2u64 {
+        wait_stats(&senv, "progress before the drop", LIMIT, |s| {
+            s["events_applied"].as_u64().unwrap_or(0) >= round * 600
+        })
+        .await;
+        rabbitmqctl(&["close_all_connections", "--vhost", &vhost.0, "test: drop everything"]);
+    }
+    assert!(!w.is_finished(), "the drops must land in the middle of the stream");
+    w.await.unwrap();
+
+    let s = wait_stats(&senv, "every change applied", LIMIT, |s| s["events_applied"].as_u64() == Some(N as u64)).await;
+    assert_eq!(s["model"]["trained"].as_u64(), Some(N as u64), "trained exactly once: {s}");
+    assert_eq!(s["records"].as_u64(), Some(N as u64), "{s}");
+    sink.assert_running();
+    assert!(sink.output().contains("RabbitMQ failed"), "the sink noticed and reconnected:\n{}", sink.output());
+    assert!(sink.terminate(LIMIT).await.success(), "{}", sink.output());
+    assert!(bridge.terminate(LIMIT).await.success());
+}

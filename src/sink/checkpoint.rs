@@ -46,6 +46,18 @@ pub struct CheckpointFile {
     prefix: String,
     snapshot_bytes: u64,
     delta_bytes: u64,
+    /// A write failed after the state was marked saved: the next write is a full snapshot.
+    force_full: bool,
+}
+
+/// A checkpoint encoded into its temp file, to be made durable by [`CheckpointFile::finish`].
+#[derive(Debug)]
+pub struct Written {
+    file: fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    seq: u64,
+    full: bool,
 }
 
 impl CheckpointFile {
@@ -58,6 +70,7 @@ impl CheckpointFile {
             prefix: format!("{queue}.delta."),
             snapshot_bytes: 0,
             delta_bytes: 0,
+            force_full: false,
         })
     }
 
@@ -98,60 +111,78 @@ impl CheckpointFile {
     }
 
     /// Persist what changed in `core` since the last save (or everything, when the deltas
-    /// have grown to the snapshot's size), then mark it saved.
+    /// have grown to the snapshot's size), then mark it saved: [`Self::begin`], then
+    /// [`Self::finish`].
     pub fn save(&mut self, core: &mut SinkCore) -> Result<(), SinkError> {
-        let seq = core.seq() + 1;
-        if self.delta_bytes as f64 >= self.snapshot_bytes as f64 * COMPACT_AT {
-            core.set_seq(seq);
-            let written = self.write_atomically(&self.snapshot.clone(), |w| {
-                serde_json::to_writer(w, &File { format: FORMAT, core: &*core })
-            });
-            match written {
-                Ok(n) => {
-                    self.snapshot_bytes = n;
-                    self.delta_bytes = 0;
-                    for (old, path) in self.deltas()? {
-                        if old <= seq {
-                            let _ = fs::remove_file(path);
-                        }
-                    }
-                }
-                Err(e) => {
-                    core.set_seq(seq - 1);
-                    return Err(e);
-                }
-            }
-        } else {
-            let path = self.dir.join(format!("{}{seq:020}.json", self.prefix));
-            let delta = core.delta(seq);
-            let n =
-                self.write_atomically(&path, |w| serde_json::to_writer(w, &File { format: FORMAT, core: &delta }))?;
-            self.delta_bytes += n;
-            core.set_seq(seq);
-        }
-        core.mark_saved();
-        Ok(())
+        let written = self.begin(core)?;
+        self.finish(written)
     }
 
-    /// Write through a temp file, fsync, rename, fsync the directory; returns the size.
-    fn write_atomically(
-        &self,
-        path: &Path,
-        write: impl FnOnce(&mut BufWriter<&fs::File>) -> Result<(), serde_json::Error>,
-    ) -> Result<u64, SinkError> {
+    /// The part of a save that needs the state: encode what changed into a temp file (into
+    /// the page cache, no fsync) and mark it saved. The caller can then let go of the state
+    /// and [`Self::finish`] (the fsync, the slow part) without it. If finishing fails, the
+    /// next save writes a full snapshot, which holds everything marked saved meanwhile.
+    pub fn begin(&mut self, core: &mut SinkCore) -> Result<Written, SinkError> {
+        let seq = core.seq() + 1;
+        let full = self.force_full || self.delta_bytes as f64 >= self.snapshot_bytes as f64 * COMPACT_AT;
+        let path = if full { self.snapshot.clone() } else { self.dir.join(format!("{}{seq:020}.json", self.prefix)) };
         let tmp = path.with_extension("json.tmp");
-        let io = |e: std::io::Error| self.error(path, format!("cannot write it: {e}"));
+        let io = |e: std::io::Error| self.error(&path, format!("cannot write it: {e}"));
         let f = fs::File::create(&tmp).map_err(io)?;
         let mut w = BufWriter::with_capacity(1 << 20, &f);
-        write(&mut w).map_err(|e| self.error(path, format!("cannot encode it: {e}")))?;
+        let encoded = if full {
+            core.set_seq(seq);
+            let r = serde_json::to_writer(&mut w, &File { format: FORMAT, core: &*core });
+            if r.is_err() {
+                core.set_seq(seq - 1);
+            }
+            r
+        } else {
+            let r = serde_json::to_writer(&mut w, &File { format: FORMAT, core: &core.delta(seq) });
+            if r.is_ok() {
+                core.set_seq(seq);
+            }
+            r
+        };
+        encoded.map_err(|e| self.error(&path, format!("cannot encode it: {e}")))?;
         w.flush().map_err(io)?;
         drop(w);
-        f.sync_all().map_err(io)?;
-        let n = f.metadata().map_err(io)?.len();
-        drop(f);
-        fs::rename(&tmp, path).map_err(io)?;
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(n)
+        core.mark_saved();
+        Ok(Written { file: f, tmp, path, seq, full })
+    }
+
+    /// The part of a save that does not need the state: fsync the temp file, rename it into
+    /// place, fsync the directory; drop the deltas a new snapshot folded in.
+    pub fn finish(&mut self, w: Written) -> Result<(), SinkError> {
+        let Written { file, tmp, path, seq, full } = w;
+        let done = (|| {
+            let io = |e: std::io::Error| self.error(&path, format!("cannot write it: {e}"));
+            file.sync_all().map_err(io)?;
+            let n = file.metadata().map_err(io)?.len();
+            drop(file);
+            fs::rename(&tmp, &path).map_err(io)?;
+            fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+            Ok::<u64, SinkError>(n)
+        })();
+        match done {
+            Ok(n) if full => {
+                (self.snapshot_bytes, self.delta_bytes, self.force_full) = (n, 0, false);
+                for (old, path) in self.deltas()? {
+                    if old <= seq {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+                Ok(())
+            }
+            Ok(n) => {
+                self.delta_bytes += n;
+                Ok(())
+            }
+            Err(e) => {
+                self.force_full = true;
+                Err(e)
+            }
+        }
     }
 
     /// Delta files, by sequence number.

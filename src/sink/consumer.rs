@@ -1,0 +1,205 @@
+//! The sink's AMQP loop: consume with a bounded prefetch, apply each delivery to the core,
+//! dead-letter poison at once, and, at each flush, publish the alerts raised, checkpoint, then
+//! acknowledge. A failed session (the broker restarted, dropped the connection or cancelled
+//! the consumer) starts again with backoff; what was not acknowledged comes again and is
+//! recognised.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::AlertPublisher;
+use super::core::Outcome;
+use super::stats::Board;
+use super::{SharedFile, http};
+use crate::config::SinkSettings;
+use crate::error::{MqError, SinkError};
+use crate::mq::Rabbit;
+use crate::mq::topology::Topology;
+use crate::supervise::Backoff;
+
+/// How long without deliveries before unacknowledged work is checkpointed and acked.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// How often the figures are published while deliveries flow (and at every checkpoint).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(super) struct Consumer {
+    pub(super) settings: SinkSettings,
+    pub(super) topology: Topology,
+    pub(super) file: SharedFile,
+    pub(super) core: http::Shared,
+    pub(super) rabbit: Rabbit,
+    pub(super) board: Board,
+}
+
+/// Deliveries applied in memory but not yet covered by a checkpoint.
+#[derive(Default)]
+struct Pending {
+    /// Deliveries since the last checkpoint (acked or rejected alike).
+    count: u64,
+    /// Highest delivery tag to acknowledge (`multiple`); poison is rejected at once instead.
+    ack_upto: Option<u64>,
+    /// Deliveries not yet settled with the broker.
+    unsettled: u64,
+}
+
+impl Consumer {
+    pub(super) async fn supervise(&mut self, shutdown: &CancellationToken) -> Result<(), SinkError> {
+        let mut backoff = Backoff::default();
+        loop {
+            backoff.session_started();
+            match self.session(shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(
+                    e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. } | MqError::Topology(_)),
+                ) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "RabbitMQ failed; reconnecting (unacknowledged messages come again and are deduplicated)")
+                }
+            }
+            if !backoff.wait(shutdown).await {
+                return self.last_checkpoint().await;
+            }
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MqError> {
+        let channel = self.rabbit.channel().await?;
+        self.topology.declare(&channel).await?;
+        let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
+        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
+        let mut deliveries = channel
+            .basic_consume(
+                self.topology.queue.as_str().into(),
+                "mongo-cdc-sink".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut pending = Pending::default();
+        let mut published = Instant::now();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                d = tokio::time::timeout(IDLE_FLUSH, deliveries.next()) => d,
+            };
+            match next {
+                Err(_idle) => {
+                    if pending.unsettled > 0 || pending.count > 0 {
+                        self.flush(&channel, &alerts, &mut pending).await?;
+                    }
+                }
+                // The queue was deleted, or its node failed over: consume again.
+                Ok(None) => return Err(MqError::Cancelled),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(delivery))) => {
+                    let outcome = {
+                        let mut core = http::lock(&self.core);
+                        let outcome = core.apply_bytes(&delivery.data);
+                        if let Outcome::Applied { ts_ms, .. } = outcome {
+                            let now = now_ms();
+                            core.record_lag(ts_ms, now);
+                            self.board.observe_lag(now - ts_ms);
+                        }
+                        if published.elapsed() >= PUBLISH_EVERY {
+                            self.board.publish(&core);
+                            published = Instant::now();
+                        }
+                        outcome
+                    };
+                    pending.count += 1;
+                    if let Outcome::Poison(reason) = &outcome {
+                        tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
+                        channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
+                    } else {
+                        pending.ack_upto = Some(delivery.delivery_tag);
+                        pending.unsettled += 1;
+                    }
+                    if pending.count >= self.settings.checkpoint_every
+                        || pending.unsettled >= u64::from(self.settings.prefetch)
+                    {
+                        self.flush(&channel, &alerts, &mut pending).await?;
+                    }
+                }
+            }
+        }
+        // Shutdown: stop deliveries, cover what was applied, then acknowledge it.
+        self.flush(&channel, &alerts, &mut pending).await?;
+        alerts.close().await;
+        let _ = channel.close(200, "bye".into()).await;
+        Ok(())
+    }
+
+    /// Publish the alerts raised since the last checkpoint (confirmed), checkpoint, then
+    /// acknowledge everything the checkpoint covers. An alert that cannot be published fails
+    /// the session before anything is written or acknowledged.
+    async fn flush(
+        &self,
+        channel: &lapin::Channel,
+        alerts: &AlertPublisher,
+        pending: &mut Pending,
+    ) -> Result<(), MqError> {
+        let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
+        alerts.publish(&unpublished).await?;
+        if let Err(e) = self.checkpoint().await {
+            // Not acking keeps the messages; they come again after a restart.
+            tracing::error!(error = %e, "checkpoint failed; messages stay unacknowledged");
+            return Ok(());
+        }
+        if let Some(tag) = pending.ack_upto.take() {
+            channel.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    /// The checkpoint at shutdown after a failed session: written only if the alerts it
+    /// covers can be published first; otherwise the unacknowledged messages come again after
+    /// the restart and raise them again.
+    async fn last_checkpoint(&self) -> Result<(), SinkError> {
+        let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
+        if !unpublished.is_empty() {
+            let published = tokio::time::timeout(Duration::from_secs(5), async {
+                let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
+                alerts.publish(&unpublished).await?;
+                alerts.close().await;
+                Ok::<_, MqError>(())
+            })
+            .await;
+            if !matches!(published, Ok(Ok(()))) {
+                tracing::warn!(
+                    alerts = unpublished.len(),
+                    "cannot publish drift alerts; not checkpointing, so their events come again"
+                );
+                return Ok(());
+            }
+        }
+        self.checkpoint().await
+    }
+
+    /// Checkpoint: encode under the state's lock, make it durable without it (so the HTTP
+    /// API never waits behind an fsync); then publish the figures.
+    async fn checkpoint(&self) -> Result<(), SinkError> {
+        let (file, core) = (self.file.clone(), self.core.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            let written = file.begin(&mut http::lock(&core))?;
+            file.finish(written)
+        })
+        .await
+        .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+        self.board.publish(&http::lock(&self.core));
+        written
+    }
+}
