@@ -208,6 +208,17 @@ start_rabbit() {
     say "started RabbitMQ on $RABBIT_ADDR (guest/guest)"
 }
 
+# The consistent-hash exchange feeds partitioned sinks (RABBITMQ_PARTITIONS); it ships with
+# RabbitMQ as a plugin. Enabled once, where rabbitmq-plugins can reach the local node.
+enable_hash_exchange() {
+    command -v rabbitmq-plugins >/dev/null || return 0
+    is_local_host "$RABBIT_HOST" || return 0
+    rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange && return 0
+    rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null ||
+        die "cannot enable rabbitmq_consistent_hash_exchange (run: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange)"
+    say "enabled the RabbitMQ plugin rabbitmq_consistent_hash_exchange"
+}
+
 stop_rabbit() {
     if [[ ! -f $RABBIT_MARKER ]]; then
         say "RabbitMQ on $RABBIT_ADDR: not started by this script; left alone"
@@ -255,6 +266,7 @@ cmd_start() {
     fi
     start_mongo
     start_rabbit
+    enable_hash_exchange
 }
 
 cmd_stop() {
@@ -282,6 +294,6 @@ case ${1:-} in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
-rabbitmq) start_rabbit ;; # RabbitMQ only (what `make test` needs besides .venv)
+rabbitmq) start_rabbit && enable_hash_exchange ;; # RabbitMQ only (what `make test` needs besides .venv)
 *) die "usage: bash scripts/local.sh start|stop|status|rabbitmq" ;;
 esac

@@ -132,6 +132,13 @@ pub struct RabbitSettings {
     /// `RABBITMQ_BINDING_KEYS`: comma-separated keys binding the queue to the exchange.
     #[serde(default = "default_binding_keys")]
     pub rabbitmq_binding_keys: String,
+    /// `RABBITMQ_QUEUE_TYPE`: `classic`, `quorum` (replicated) or `stream`.
+    #[serde(default)]
+    pub rabbitmq_queue_type: QueueType,
+    /// `RABBITMQ_PARTITIONS`: with `RABBITMQ_EXCHANGE`, spread the changes by key over this
+    /// many queues `<RABBITMQ_QUEUE_NAME>.p<k>` (a consistent-hash exchange); 0 does not.
+    #[serde(default)]
+    pub rabbitmq_partitions: u16,
     /// `RABBITMQ_TLS`: connect with `amqps`.
     #[serde(default)]
     pub rabbitmq_tls: bool,
@@ -175,6 +182,12 @@ impl RabbitSettings {
         }
         if !s.rabbitmq_exchange.trim().is_empty() && s.binding_keys().is_empty() {
             return Err(ConfigError::invalid("RABBITMQ_BINDING_KEYS", "must name at least one key (`#` for all)"));
+        }
+        if s.rabbitmq_partitions > 0 && s.exchange().is_none() {
+            return Err(ConfigError::invalid(
+                "RABBITMQ_PARTITIONS",
+                "needs RABBITMQ_EXCHANGE: the partitions are fed by a consistent-hash exchange of that name",
+            ));
         }
         Ok(s)
     }
@@ -221,9 +234,35 @@ impl fmt::Debug for RabbitSettings {
             .field("rabbitmq_queue_name", &self.rabbitmq_queue_name)
             .field("rabbitmq_exchange", &self.rabbitmq_exchange)
             .field("rabbitmq_binding_keys", &self.rabbitmq_binding_keys)
+            .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
+            .field("rabbitmq_partitions", &self.rabbitmq_partitions)
             .field("rabbitmq_tls", &self.rabbitmq_tls)
             .field("rabbitmq_tls_ca_file", &self.rabbitmq_tls_ca_file)
             .finish()
+    }
+}
+
+/// `RABBITMQ_QUEUE_TYPE`: the type of the queues the bridge and the sink declare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// A classic queue (one node).
+    #[default]
+    Classic,
+    /// A quorum queue: replicated over the cluster's nodes (Raft); the production choice.
+    Quorum,
+    /// A stream: an append-only log; consumers read by offset, messages stay (retention).
+    Stream,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
     }
 }
 
@@ -398,6 +437,10 @@ fn default_checkpoint_every() -> u64 {
 fn default_http_addr() -> String {
     "127.0.0.1:8088".into()
 }
+fn default_stream_start() -> String {
+    "first".into()
+}
+
 fn default_prefetch() -> u16 {
     512
 }
@@ -444,6 +487,13 @@ pub struct SinkEnv {
     /// `SINK_PREFETCH`: RabbitMQ prefetch (unacknowledged deliveries in flight).
     #[serde(default = "default_prefetch")]
     pub sink_prefetch: u16,
+    /// `SINK_PARTITION`: with `RABBITMQ_PARTITIONS`, the partition this sink consumes.
+    #[serde(default)]
+    pub sink_partition: Option<u16>,
+    /// `SINK_STREAM_START`: with `RABBITMQ_QUEUE_TYPE=stream`, where a sink without a
+    /// checkpoint starts reading: `first` (the retained history), `last` or `next`.
+    #[serde(default = "default_stream_start")]
+    pub sink_stream_start: String,
     /// `SINK_LEARNING_RATE`: SGD step size of a linear shorthand model; unset uses the
     /// model's default.
     #[serde(default)]
@@ -470,6 +520,10 @@ pub struct SinkSettings {
     pub http_addr: std::net::SocketAddr,
     /// RabbitMQ prefetch (at least 1).
     pub prefetch: u16,
+    /// The partition consumed (`SINK_PARTITION`), when the queues are partitioned.
+    pub partition: Option<u16>,
+    /// `SINK_STREAM_START`: `first`, `last` or `next`.
+    pub stream_start: String,
 }
 
 impl SinkSettings {
@@ -497,6 +551,35 @@ impl SinkSettings {
         if env.sink_state_dir.trim().is_empty() {
             return Err(ConfigError::invalid("SINK_STATE_DIR", "must not be empty"));
         }
+        let partitions = rabbit.rabbitmq_partitions;
+        let partition = match env.sink_partition {
+            Some(k) if partitions == 0 => {
+                return Err(ConfigError::invalid("SINK_PARTITION", format!("is {k} but RABBITMQ_PARTITIONS is 0")));
+            }
+            Some(k) if k >= partitions => {
+                return Err(ConfigError::invalid(
+                    "SINK_PARTITION",
+                    format!("is {k}; RABBITMQ_PARTITIONS is {partitions}, so it must be 0 to {}", partitions - 1),
+                ));
+            }
+            None if partitions > 0 => {
+                return Err(ConfigError::missing(
+                    "SINK_PARTITION",
+                    format!(
+                        "RABBITMQ_PARTITIONS is {partitions}: name the partition this sink consumes (0 to {})",
+                        partitions - 1
+                    ),
+                ));
+            }
+            k => k,
+        };
+        let stream_start = env.sink_stream_start.trim().to_lowercase();
+        if !["first", "last", "next"].contains(&stream_start.as_str()) {
+            return Err(ConfigError::invalid(
+                "SINK_STREAM_START",
+                format!("`{stream_start}`; use first, last or next"),
+            ));
+        }
         Ok(Self {
             rabbit,
             models,
@@ -505,6 +588,8 @@ impl SinkSettings {
             checkpoint_every: env.sink_checkpoint_every,
             http_addr,
             prefetch: env.sink_prefetch,
+            partition,
+            stream_start,
         })
     }
 }

@@ -56,8 +56,12 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         mongo_exclude_collections: String::new(),
         ..mongo_env.clone()
     };
-    bridge.rabbit =
-        RabbitSettings { rabbitmq_queue_name: QUEUE.into(), rabbitmq_exchange: String::new(), ..bridge.rabbit.clone() };
+    bridge.rabbit = RabbitSettings {
+        rabbitmq_queue_name: QUEUE.into(),
+        rabbitmq_exchange: String::new(),
+        rabbitmq_partitions: 0,
+        ..bridge.rabbit.clone()
+    };
     bridge.cdc.cdc_name = CDC_NAME.into();
     bridge.cdc.cdc_snapshot_mode = crate::config::SnapshotMode::Initial;
     bridge.exclude_fields = Default::default();
@@ -75,6 +79,8 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
             Vec::new(),
         )],
         models_file: None,
+        partition: None,
+        stream_start: "first".into(),
         state_dir: ".local/demo-sink".into(),
         checkpoint_every: 1000,
         http_addr: plan.http_addr,

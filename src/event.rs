@@ -169,6 +169,9 @@ impl ControlEvent {
     }
 }
 
+/// The header carrying a change's key (what partitioned sinks are hashed on).
+pub const KEY_HEADER: &str = "key";
+
 /// What a message carries besides its body: AMQP properties, headers and routing key.
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -180,6 +183,9 @@ pub struct Envelope {
     pub db: String,
     /// Header `collection`.
     pub collection: String,
+    /// Header `key`: the document `_id` as the body's `key` writes it (none for control
+    /// messages). Partitioned sinks are fed by hashing it.
+    pub key: Option<String>,
     /// Event time, ms since the epoch (the AMQP `timestamp` is in seconds).
     pub ts_ms: i64,
 }
@@ -192,6 +198,7 @@ impl Envelope {
             kind: ev.op.code(),
             db: ev.source.db.clone(),
             collection: ev.source.collection.clone(),
+            key: Some(ev.key.clone()),
             ts_ms: ev.ts_ms,
         }
     }
@@ -203,6 +210,7 @@ impl Envelope {
             kind: CONTROL_OP,
             db: ev.source.db.clone(),
             collection: ev.source.collection.clone(),
+            key: None,
             ts_ms: ev.ts_ms,
         }
     }
@@ -218,6 +226,9 @@ impl Envelope {
         let mut headers = FieldTable::default();
         headers.insert("db".into(), AMQPValue::LongString(self.db.as_str().into()));
         headers.insert("collection".into(), AMQPValue::LongString(self.collection.as_str().into()));
+        if let Some(key) = &self.key {
+            headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.as_str().into()));
+        }
         BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())

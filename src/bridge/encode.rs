@@ -335,6 +335,7 @@ impl Raw<'_> {
             kind: self.op.code(),
             db: self.db.to_string(),
             collection: self.collection.to_string(),
+            key: Some(self.key.clone()),
             ts_ms: self.ts_ms,
         }
     }

@@ -39,7 +39,7 @@ use crate::config::{BridgeSettings, SnapshotMode};
 use crate::db::Mongo;
 use crate::error::{MongoError, MqError};
 use crate::mq::Rabbit;
-use crate::mq::publisher::{Publisher, confirmed};
+use crate::mq::publisher::{Publisher, confirmed_all};
 use crate::mq::topology::Topology;
 use crate::supervise::Backoff;
 
@@ -140,7 +140,7 @@ pub async fn run(settings: BridgeSettings, shutdown: CancellationToken) -> Resul
         move |c: &Checkpoint| m.checkpoint_written(encode::token_cluster_time(c.token()))
     };
     let mut bridge = Bridge {
-        topology: Topology::from_settings(&settings.rabbit),
+        topology: Topology::from_settings(&settings.rabbit, None),
         window: settings.cdc.cdc_confirm_window.max(1),
         confirmed: resume,
         resync: false,
@@ -376,7 +376,7 @@ impl Bridge {
                                 Poll::Ready(sent) => sent?,
                                 Poll::Pending => send.await?,
                             };
-                            match confirmed(confirm).await {
+                            match confirmed_all(confirm).await {
                                 Ok(()) => {
                                     metrics.confirm_latency.observe(sent_at.elapsed().as_secs_f64());
                                     metrics.published.with_label_values(&[collection.as_str(), op]).inc();

@@ -24,27 +24,35 @@ impl Publisher {
         Ok(Self { channel, topology: topology.clone() })
     }
 
-    /// Send one message. The future's first poll queues the message's frames on the channel,
-    /// so messages go out in the order their futures are first polled; it then resolves, once
-    /// they are written, to the future of the broker's confirmation. It borrows nothing, so
-    /// many can be in flight.
+    /// Send one message (to each of its routes: a partitioned snapshot control message goes
+    /// to every partition). The future's first poll queues the message's frames on the
+    /// channel, so messages go out in the order their futures are first polled; it then
+    /// resolves, once they are written, to the confirmation of every copy. It borrows nothing,
+    /// so many can be in flight.
     pub fn send(
         &self,
         body: Vec<u8>,
         envelope: Envelope,
-    ) -> impl Future<Output = Result<PublisherConfirm, MqError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Confirms, MqError>> + Send + 'static {
         let channel = self.channel.clone();
-        let (exchange, routing_key) = self.topology.route(&envelope);
+        let routes = self.topology.routes(&envelope);
         async move {
-            Ok(channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &body,
-                    envelope.properties(),
-                )
-                .await?)
+            let properties = envelope.properties();
+            let mut confirms = Vec::with_capacity(routes.len());
+            for (exchange, routing_key) in routes {
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            routing_key.as_str().into(),
+                            BasicPublishOptions { mandatory: true, ..Default::default() },
+                            &body,
+                            properties.clone(),
+                        )
+                        .await?,
+                );
+            }
+            Ok(Confirms(confirms))
         }
     }
 
@@ -54,6 +62,9 @@ impl Publisher {
     }
 }
 
+/// The broker's confirmations of one message's copies.
+pub struct Confirms(Vec<PublisherConfirm>);
+
 /// Wait for a confirmation; only a plain ack is success.
 pub async fn confirmed(confirm: PublisherConfirm) -> Result<(), MqError> {
     match confirm.await? {
@@ -61,7 +72,14 @@ pub async fn confirmed(confirm: PublisherConfirm) -> Result<(), MqError> {
         Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
             Err(MqError::Returned(format!("{} {}", returned.reply_code, returned.reply_text)))
         }
-        Confirmation::Nack(None) => Err(MqError::Nack),
-        Confirmation::NotRequested => Err(MqError::Nack),
+        Confirmation::Nack(None) | Confirmation::NotRequested => Err(MqError::Nack),
     }
+}
+
+/// Wait for the confirmations of every copy of a message.
+pub async fn confirmed_all(confirms: Confirms) -> Result<(), MqError> {
+    for confirm in confirms.0 {
+        confirmed(confirm).await?;
+    }
+    Ok(())
 }

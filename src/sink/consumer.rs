@@ -7,17 +7,21 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::AlertPublisher;
 use super::core::Outcome;
 use super::stats::Board;
 use super::{SharedFile, http};
-use crate::config::SinkSettings;
+use crate::config::{QueueType, SinkSettings};
 use crate::error::{MqError, SinkError};
 use crate::mq::Rabbit;
+use crate::mq::publisher::confirmed;
 use crate::mq::topology::Topology;
 use crate::supervise::Backoff;
 
@@ -26,6 +30,18 @@ const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
 /// How often the figures are published while deliveries flow (and at every checkpoint).
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// The offset a stream gave a delivery (its `x-stream-offset` header).
+fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
+    }
+}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -78,12 +94,28 @@ impl Consumer {
         self.topology.declare(&channel).await?;
         let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
         channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
+        // A stream keeps its messages: read on after the last one applied (checkpointed), or,
+        // with no checkpoint, from `SINK_STREAM_START`. Poison cannot be dead-lettered from a
+        // stream, so it is published to the dead-letter queue here.
+        let stream = self.topology.queue_type == QueueType::Stream;
+        let mut args = FieldTable::default();
+        let mut dead_letters = None;
+        if stream {
+            let offset = match http::lock(&self.core).stream_offset() {
+                Some(last) => AMQPValue::LongLongInt(last as i64 + 1),
+                None => AMQPValue::LongString(self.settings.stream_start.as_str().into()),
+            };
+            args.insert("x-stream-offset".into(), offset);
+            let ch = self.rabbit.channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            dead_letters = Some(ch);
+        }
         let mut deliveries = channel
             .basic_consume(
                 self.topology.queue.as_str().into(),
                 "mongo-cdc-sink".into(),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                args,
             )
             .await?;
         let mut pending = Pending::default();
@@ -107,6 +139,9 @@ impl Consumer {
                     let outcome = {
                         let mut core = http::lock(&self.core);
                         let outcome = core.apply_bytes(&delivery.data);
+                        if let Some(offset) = stream.then(|| stream_offset(&delivery)).flatten() {
+                            core.set_stream_offset(offset);
+                        }
                         if let Outcome::Applied { ts_ms, .. } = outcome {
                             let now = now_ms();
                             core.record_lag(ts_ms, now);
@@ -119,7 +154,24 @@ impl Consumer {
                         outcome
                     };
                     pending.count += 1;
-                    if let Outcome::Poison(reason) = &outcome {
+                    if let (Outcome::Poison(reason), Some(dlq)) = (&outcome, &dead_letters) {
+                        tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
+                        let mut headers = FieldTable::default();
+                        headers.insert("x-reason".into(), AMQPValue::LongString(reason.as_str().into()));
+                        let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+                        let confirm = dlq
+                            .basic_publish(
+                                "".into(),
+                                self.topology.dlq.as_str().into(),
+                                BasicPublishOptions { mandatory: true, ..Default::default() },
+                                &delivery.data,
+                                props,
+                            )
+                            .await?;
+                        confirmed(confirm).await?;
+                        pending.ack_upto = Some(delivery.delivery_tag);
+                        pending.unsettled += 1;
+                    } else if let Outcome::Poison(reason) = &outcome {
                         tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
                         channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
                     } else {

@@ -194,6 +194,9 @@ pub struct SinkCore {
     #[serde(default)]
     seq: u64,
     alerts: Alerts,
+    /// With a stream queue: the offset of the last message applied (consuming resumes after it).
+    #[serde(default)]
+    stream_offset: Option<u64>,
     /// Fingerprints added to `recent` since the last checkpoint write.
     #[serde(skip)]
     fresh_ids: usize,
@@ -283,6 +286,7 @@ impl SinkCore {
             last_event_id: None,
             seq: 0,
             alerts: Alerts::default(),
+            stream_offset: None,
             fresh_ids: 0,
             capture: Capture::default(),
             decisions: Vec::new(),
@@ -603,6 +607,7 @@ impl SinkCore {
             live_records: self.live_records,
             last_event_id: &self.last_event_id,
             alerts: &self.alerts.unpublished,
+            stream_offset: self.stream_offset,
         }
     }
 
@@ -638,7 +643,18 @@ impl SinkCore {
         self.counters = d.counters;
         self.live_records = d.live_records;
         self.last_event_id = d.last_event_id;
+        self.stream_offset = d.stream_offset;
         self.seq = d.seq;
+    }
+
+    /// With a stream queue: the offset of the last message applied.
+    pub fn stream_offset(&self) -> Option<u64> {
+        self.stream_offset
+    }
+
+    /// The message at stream offset `offset` was applied (whatever its outcome).
+    pub fn set_stream_offset(&mut self, offset: u64) {
+        self.stream_offset = Some(offset);
     }
 
     /// Note that an event with wall time `ts_ms` was applied at `now_ms`.
@@ -726,6 +742,7 @@ pub struct DeltaRef<'a> {
     live_records: u64,
     last_event_id: &'a Option<String>,
     alerts: &'a [Alert],
+    stream_offset: Option<u64>,
 }
 
 /// A [`DeltaRef`] read back.
@@ -739,6 +756,8 @@ pub struct Delta {
     live_records: u64,
     last_event_id: Option<String>,
     alerts: Vec<Alert>,
+    #[serde(default)]
+    stream_offset: Option<u64>,
 }
 
 /// The body of `/stats`.

@@ -89,7 +89,7 @@ pub(crate) type SharedFile = Arc<Mutex<CheckpointFile>>;
 impl Sink {
     /// Load the checkpoint (or start fresh).
     pub fn open(settings: SinkSettings) -> Result<Self, SinkError> {
-        let topology = Topology::from_settings(&settings.rabbit);
+        let topology = Topology::from_settings(&settings.rabbit, settings.partition);
         let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
         let core = load_core(&settings, &mut file)?;
         let board = Board::new(&core);
