@@ -178,9 +178,9 @@ impl Topology {
         ch.exchange_declare(x.name.as_str().into(), kind, durable_exchange, args).await.map_err(|e| {
             let text = e.to_string();
             if text.contains("invalid exchange type") || text.contains("COMMAND_INVALID") {
-                return MqError::Topology(format!(
-                    "RabbitMQ has no consistent-hash exchange: enable it with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (RABBITMQ_PARTITIONS needs it)"
-                ));
+                return MqError::Topology(
+                    "RabbitMQ has no consistent-hash exchange: enable it with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (RABBITMQ_PARTITIONS needs it)".to_string(),
+                );
             }
             precondition(e, || {
                 format!(
