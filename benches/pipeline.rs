@@ -120,6 +120,13 @@ pub struct Run {
     pub raw_find_unsorted_pipe_per_s: f64,
     /// The bridge snapshots the same documents (rows published and confirmed, per second).
     pub snapshot_per_s: f64,
+    /// CPU microseconds the bridge spent per change while it drained the backlog.
+    pub bridge_cpu_us_per_event: f64,
+    /// Instructions the bridge executes per change (callgrind; measured in the first run
+    /// only, since it does not vary).
+    pub bridge_instructions_per_event: Option<f64>,
+    /// Partitioned sinks draining 50,000 messages together, by number of sinks.
+    pub partitioned_sinks_per_s: BTreeMap<u16, f64>,
     /// Offered load -> latency.
     pub e2e_latency_ms: BTreeMap<u32, Latency>,
     pub sink_apply_per_s: f64,
@@ -284,6 +291,8 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
         "   raw read {:.0}/s (with the bridge's stream options {:.0}/s), minimal pipe {:.0}/s, bridge {:.0}/s",
         run.raw_read_per_s, run.raw_read_bridge_stream_per_s, run.raw_pipe_per_s, run.bridge_per_s
     );
+    run.bridge_cpu_us_per_event =
+        run.usage.get("bridge").and_then(|u| u.cpu_s.get("bridge").copied()).map_or(f64::NAN, |s| s / n as f64 * 1e6);
     run.message_bytes = template.len();
 
     // The backlog's documents, snapshotted: the bench's minimal find -> publish pipe, and the
@@ -324,6 +333,16 @@ async fn one_run(params: &Params, index: usize, bodies: Arc<Vec<Vec<u8>>>) -> Ru
         run.usage.insert(format!("raw_publish/{}", how.name()), meter.stop(&[]));
         eprintln!("   raw publish {}: {rate:.0}/s", how.name());
         run.raw_publish_per_s.insert(how.name(), rate);
+    }
+
+    for sinks in 1..=3u16 {
+        let rate = partitioned_sinks(&bodies[..bodies.len().min(n as usize)], sinks).await;
+        eprintln!("   {sinks} partitioned sink(s): {rate:.0}/s");
+        run.partitioned_sinks_per_s.insert(sinks, rate);
+    }
+    if index == 0 {
+        run.bridge_instructions_per_event = bridge_instructions((2_000, 8_000)).await;
+        eprintln!("   bridge instructions per change (callgrind): {:?}", run.bridge_instructions_per_event);
     }
 
     let b = bodies.clone();
@@ -607,6 +626,126 @@ async fn snapshot_drain(
     probe.close().await;
     delete_topology("/", &queue).await;
     (n as f64 / secs, rss, usage)
+}
+
+/// Instructions the bridge executes per change: it drains backlogs of two sizes under
+/// `valgrind --tool=callgrind`, and the difference of the totals over the difference of the
+/// sizes is the cost of one change (start-up and idle cost cancel out). Instruction counts do
+/// not move with the machine's load, unlike CPU time. `None` without valgrind.
+async fn bridge_instructions(sizes: (u64, u64)) -> Option<f64> {
+    let valgrind = std::process::Command::new("valgrind").arg("--version").output().ok()?;
+    if !valgrind.status.success() {
+        return None;
+    }
+    let mut totals = Vec::new();
+    for n in [sizes.0, sizes.1] {
+        let mongo = Secantus::in_memory().await;
+        let client = mongo.client().await;
+        let db = unique("bench_cg");
+        let queue = queue_name("q_bench_cg");
+        let env = Env::bridge(&mongo.uri(), &db, &queue);
+        let mut pin = start_bridge(&client, &env).await;
+        assert!(pin.terminate(LIMIT).await.success(), "bridge did not stop:\n{}", pin.output());
+        let coll = client.database(&db).collection::<Document>(COLLECTION);
+        for first in (0..n).step_by(1000) {
+            coll.insert_many(workload::documents(7, first, 1000.min(n - first))).await.expect("insert the backlog");
+        }
+        let last = last_write(&client, &db).await;
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("callgrind.out");
+        let flag = format!("--callgrind-out-file={}", file.display());
+        let mut bridge = Proc::start_under(&["valgrind", "--tool=callgrind", &flag], &["bridge"], &env);
+        let mut probe = QueueProbe::connect("/").await;
+        let start = Instant::now();
+        loop {
+            bridge.assert_running();
+            assert!(
+                start.elapsed() < LIMIT * 2,
+                "the bridge under callgrind did not drain {n} changes:\n{}",
+                bridge.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let published = probe.len(&queue).await.is_some_and(|c| u64::from(c) >= n);
+            if published && checkpoint_time(&client, &env).await.is_some_and(|t| t >= last) {
+                break;
+            }
+        }
+        probe.close().await;
+        assert!(bridge.terminate(LIMIT * 2).await.success(), "bridge did not stop:\n{}", bridge.output());
+        let text = std::fs::read_to_string(&file).ok()?;
+        let total: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))?
+            .trim()
+            .parse()
+            .ok()?;
+        totals.push(total);
+        delete_topology("/", &queue).await;
+    }
+    Some((totals[1] - totals[0]) / (sizes.1 - sizes.0) as f64)
+}
+
+/// `sinks` partitioned sinks drain `bodies` together: the messages go through a
+/// consistent-hash exchange (each with its key header, as the bridge sends them) into
+/// `sinks` partition queues, then the sinks start and are timed until they have applied
+/// them all. Messages per second, all sinks together.
+async fn partitioned_sinks(bodies: &[Vec<u8>], sinks: u16) -> f64 {
+    let (queue, exchange) = (queue_name("q_bench_parts"), unique("x_bench_parts"));
+    let mut rabbit = rabbit_settings(&queue);
+    rabbit.rabbitmq_exchange = exchange.clone();
+    rabbit.rabbitmq_partitions = sinks;
+    let topology = Topology::from_settings(&rabbit, None);
+    let (conn, ch) = amqp::confirm_channel("/").await;
+    topology.declare(&ch).await.expect("declare the partitions");
+    let messages: Vec<(Vec<u8>, lapin::BasicProperties)> = bodies
+        .iter()
+        .map(|b| {
+            let ev: ChangeEvent = serde_json::from_slice(b).expect("a ChangeEvent");
+            (b.clone(), Envelope::of(&ev).properties())
+        })
+        .collect();
+    let n = messages.len() as u64;
+    let published = amqp::publish_to(&ch, &exchange, "", futures::stream::iter(messages), 64, 4096).await;
+    assert_eq!(published, n);
+
+    let states: Vec<_> = (0..sinks).map(|_| tempfile::tempdir().unwrap()).collect();
+    let envs: Vec<Env> = (0..sinks)
+        .map(|k| {
+            sink_env(&queue, states[usize::from(k)].path(), &workload::features_env(), LABEL)
+                .set("RABBITMQ_EXCHANGE", &exchange)
+                .set("RABBITMQ_PARTITIONS", &sinks.to_string())
+                .set("SINK_PARTITION", &k.to_string())
+        })
+        .collect();
+    let start = Instant::now();
+    let mut procs: Vec<Proc> = envs.iter().map(|e| Proc::start(&["sink"], e)).collect();
+    loop {
+        procs.iter_mut().for_each(Proc::assert_running);
+        assert!(start.elapsed() < LIMIT, "{sinks} sinks did not apply {n} events in {LIMIT:?}");
+        tokio::time::sleep(POLL).await;
+        let mut applied = 0;
+        for e in &envs {
+            applied += sink_get(e, "/stats").await.and_then(|s| s["events_applied"].as_u64()).unwrap_or(0);
+        }
+        if applied >= n {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for p in &mut procs {
+        assert!(p.terminate(LIMIT).await.success(), "sink did not stop:\n{}", p.output());
+    }
+    let _ = topology.delete(&ch).await;
+    for q in mongo_cdc::mq::topology::partition_queues(&queue, sinks) {
+        delete_topology("/", &format!("{q}.alerts")).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    n as f64 / secs
+}
+
+/// Settings for the local broker, with the defaults the tests use, feeding `queue`.
+fn rabbit_settings(queue: &str) -> mongo_cdc::config::RabbitSettings {
+    envy::from_iter([("RABBITMQ_QUEUE_NAME".to_string(), queue.to_string())]).expect("the default settings parse")
 }
 
 /// The cluster time of the bridge's checkpoint.

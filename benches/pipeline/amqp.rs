@@ -144,11 +144,23 @@ pub async fn publish_stream(
     publishes: usize,
     window: usize,
 ) -> u64 {
+    publish_to(ch, "", queue, messages, publishes, window).await
+}
+
+/// [`publish_stream`] to `exchange` with `routing_key`.
+pub async fn publish_to(
+    ch: &Channel,
+    exchange: &str,
+    queue: &str,
+    messages: impl futures::Stream<Item = (Vec<u8>, BasicProperties)>,
+    publishes: usize,
+    window: usize,
+) -> u64 {
     let mut sends = std::pin::pin!(
         messages
             .map(|(body, props)| async move {
                 ch.basic_publish(
-                    "".into(),
+                    exchange.into(),
                     queue.into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     &body,

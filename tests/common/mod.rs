@@ -206,10 +206,25 @@ pub struct Proc {
 impl Proc {
     /// Start `mongo-cdc <args>` with `env` (and nothing from `.env`: it runs in a temp dir).
     pub fn start(args: &[&str], env: &Env) -> Self {
+        Self::start_under(&[], args, env)
+    }
+
+    /// Start `mongo-cdc <args>` under a wrapper (`valgrind --tool=callgrind`, say):
+    /// `wrapper[0] wrapper[1..] mongo-cdc args`.
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &Env) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("out.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mongo-cdc"))
+        let bin = env!("CARGO_BIN_EXE_mongo-cdc");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(args)
             .current_dir(dir.path())
             .env_clear()
