@@ -272,39 +272,140 @@ fn raw_to_bson(v: RawBsonRef<'_>) -> Bson {
 /// we do not publish (drop, rename, invalidate, ...). The same message as [`change`], without
 /// decoding the documents.
 pub fn raw_change(ev: &RawDocument) -> Result<Option<Raw<'_>>, EventError> {
-    let op = match ev.get_str("operationType").map_err(|_| EventError::Missing("operationType"))? {
+    scan(ev).message
+}
+
+/// What one pass over a change stream event finds: enough to place it (its fragments,
+/// cluster time, collection and key) and the message it makes.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    /// `splitEvent.of`: how many fragments the event came in (1 when whole).
+    pub fragments: i32,
+    /// `operationType`.
+    pub operation: Option<&'a str>,
+    /// `clusterTime`.
+    pub cluster_time: Option<ClusterTime>,
+    /// `ns.coll`.
+    pub collection: Option<&'a str>,
+    /// `documentKey._id`.
+    pub id: Option<RawBsonRef<'a>>,
+    /// The message: `None` for operation types we do not publish, an error for one that
+    /// does not fit the contract.
+    pub message: Result<Option<Raw<'a>>, EventError>,
+}
+
+/// Read a change stream event in one pass over its fields (a lookup by name scans, and
+/// checks, every field before it, and an event has a dozen).
+pub fn scan(ev: &RawDocument) -> Scan<'_> {
+    let (mut op, mut ns, mut token, mut key, mut ct, mut wall) = (None, None, None, None, None, None);
+    let (mut before, mut after, mut update, mut fragments) = (None, None, None, 1);
+    let mut bad = None;
+    for field in ev.iter() {
+        let (name, value) = match field {
+            Ok(f) => f,
+            Err(e) => {
+                bad = Some(EventError::Bson(e.to_string()));
+                break;
+            }
+        };
+        match (name, value) {
+            ("operationType", RawBsonRef::String(s)) => op = Some(s),
+            ("ns", RawBsonRef::Document(d)) => ns = Some(d),
+            ("_id", v) => token = Some(v),
+            ("documentKey", RawBsonRef::Document(d)) => key = Some(d),
+            ("clusterTime", RawBsonRef::Timestamp(t)) => ct = Some(ClusterTime { t: t.time, i: t.increment }),
+            ("wallTime", RawBsonRef::DateTime(w)) => wall = Some(w.timestamp_millis()),
+            ("fullDocument", RawBsonRef::Document(d)) => after = Some(d),
+            ("fullDocumentBeforeChange", RawBsonRef::Document(d)) => before = Some(d),
+            ("updateDescription", RawBsonRef::Document(d)) => update = Some(d),
+            ("splitEvent", RawBsonRef::Document(d)) => fragments = d.get_i32("of").unwrap_or(1),
+            _ => {}
+        }
+    }
+    let id = key.and_then(|k| k.get("_id").ok().flatten());
+    let collection = ns.and_then(|ns| coll_of(ns));
+    let message = match bad {
+        Some(e) => Err(e),
+        None => message(op, ns, token, id, ct, wall, [before, after, update]).map(|m| {
+            m.map(|mut m| {
+                m.collection = collection.unwrap_or_default();
+                m
+            })
+        }),
+    };
+    Scan { fragments, operation: op, cluster_time: ct, collection, id, message }
+}
+
+/// `ns.coll`.
+fn coll_of(ns: &RawDocument) -> Option<&str> {
+    ns.iter().filter_map(Result::ok).find_map(|(k, v)| match v {
+        RawBsonRef::String(s) if k == "coll" => Some(s),
+        _ => None,
+    })
+}
+
+/// The message of a scanned event (its collection is set by the caller).
+#[allow(clippy::too_many_arguments)]
+fn message<'a>(
+    op: Option<&'a str>,
+    ns: Option<&'a RawDocument>,
+    token: Option<RawBsonRef<'a>>,
+    key: Option<RawBsonRef<'a>>,
+    ct: Option<ClusterTime>,
+    wall: Option<i64>,
+    [before, after, update]: [Option<&'a RawDocument>; 3],
+) -> Result<Option<Raw<'a>>, EventError> {
+    let op = match op.ok_or(EventError::Missing("operationType"))? {
         "insert" => Op::Create,
         "update" | "replace" => Op::Update,
         "delete" => Op::Delete,
         _ => return Ok(None),
     };
-    let ns = ev.get_document("ns").map_err(|_| EventError::Missing("ns"))?;
-    let id = match ev.get_document("_id").ok().and_then(|t| t.get_str("_data").ok()) {
-        Some(data) => data.to_string(),
-        None => field(ev.get("_id"), "_id").map(|t| raw_to_bson(t).into_relaxed_extjson().to_string())?,
+    let ns = ns.ok_or(EventError::Missing("ns"))?;
+    let id = match token.ok_or(EventError::Missing("_id"))? {
+        RawBsonRef::Document(t) => match t.get_str("_data") {
+            Ok(data) => data.to_string(),
+            Err(_) => raw_to_bson(RawBsonRef::Document(t)).into_relaxed_extjson().to_string(),
+        },
+        other => raw_to_bson(other).into_relaxed_extjson().to_string(),
     };
-    let key = ev.get_document("documentKey").map_err(|_| EventError::Missing("documentKey"))?;
-    let key = field(key.get("_id"), "documentKey._id")?;
-    let ct = ev.get_timestamp("clusterTime").map_err(|_| EventError::Missing("clusterTime"))?;
-    let ts_ms = ev.get_datetime("wallTime").map(|w| w.timestamp_millis()).unwrap_or(i64::from(ct.time) * 1000);
-    let doc = |name: &str| match ev.get(name) {
-        Ok(Some(RawBsonRef::Document(d))) => Some(d),
-        _ => None,
-    };
-    let update = doc("updateDescription");
+    let key = key.ok_or(EventError::Missing("documentKey._id"))?;
+    let ct = ct.ok_or(EventError::Missing("clusterTime"))?;
+    let (mut updated, mut removed) = (None, None);
+    if let Some(u) = update {
+        for field in u.iter() {
+            match field.map_err(|e| EventError::Bson(e.to_string()))? {
+                ("updatedFields", RawBsonRef::Document(d)) => updated = Some(d),
+                ("removedFields", RawBsonRef::Array(a)) => removed = Some(a),
+                _ => {}
+            }
+        }
+    }
+    let mut db = None;
+    let mut has_coll = false;
+    for field in ns.iter() {
+        match field.map_err(|e| EventError::Bson(e.to_string()))? {
+            ("db", RawBsonRef::String(s)) => db = Some(s),
+            ("coll", RawBsonRef::String(_)) => has_coll = true,
+            _ => {}
+        }
+    }
+    if !has_coll {
+        return Err(EventError::Missing("ns.coll"));
+    }
     Ok(Some(Raw {
         id,
         op,
         key: key_string(&raw_to_bson(key)),
-        db: ns.get_str("db").map_err(|_| EventError::Missing("ns.db"))?,
-        collection: ns.get_str("coll").map_err(|_| EventError::Missing("ns.coll"))?,
-        cluster_time: ClusterTime { t: ct.time, i: ct.increment },
+        db: db.ok_or(EventError::Missing("ns.db"))?,
+        collection: "",
+        cluster_time: ct,
         snapshot: SnapshotMark::False,
-        ts_ms,
-        before: doc("fullDocumentBeforeChange"),
-        after: if op == Op::Delete { None } else { doc("fullDocument") },
-        updated: update.and_then(|u| u.get_document("updatedFields").ok()),
-        removed: update.and_then(|u| u.get_array("removedFields").ok()),
+        ts_ms: wall.unwrap_or(i64::from(ct.t) * 1000),
+        before,
+        after: if op == Op::Delete { None } else { after },
+        updated,
+        removed,
     }))
 }
 

@@ -157,17 +157,14 @@ impl Source {
         }
     }
 
-    /// A whole event from what the stream returned: itself, or, for the last fragment of a
-    /// split event, all its fragments merged (the last fragment's `_id` resumes after it).
-    fn assemble(&mut self, raw: RawDocumentBuf) -> Result<Option<RawDocumentBuf>, Stop> {
-        let of = match raw.get("splitEvent") {
+    /// Keep a fragment of a split event; with its last one, the whole event: all fragments
+    /// merged (the last fragment's `_id` resumes after it).
+    fn assemble(&mut self, fragment: RawDocumentBuf) -> Result<Option<RawDocumentBuf>, Stop> {
+        let of = match fragment.get("splitEvent") {
             Ok(Some(RawBsonRef::Document(split))) => split.get_i32("of").unwrap_or(1),
             _ => 1,
         };
-        if of <= 1 {
-            return Ok(Some(raw));
-        }
-        self.fragments.push(raw);
+        self.fragments.push(fragment);
         if self.fragments.len() < of as usize {
             return Ok(None);
         }
@@ -183,6 +180,38 @@ impl Source {
             }
         }
         Ok(Some(merged))
+    }
+
+    /// One whole change from the stream: release the chunks it passes, note its key for the
+    /// snapshot, and send its message (or a mark).
+    async fn change(
+        &mut self,
+        tx: &mpsc::Sender<Result<Item, SourceError>>,
+        scanned: encode::Scan<'_>,
+    ) -> Result<(), Stop> {
+        let Some(token) = self.stream.resume_token() else { return Ok(()) };
+        let time = scanned.cluster_time.or_else(|| encode::token_cluster_time(&token)).unwrap_or(self.stream_time);
+        // A chunk's rows go before the first change past its watermark.
+        while self.chunk_ready(time, false) {
+            self.release(tx).await?;
+        }
+        self.note_change(scanned.collection, scanned.id, time);
+        self.at.set_token(token);
+        self.stream_time = self.stream_time.max(time);
+        let item = match scanned.message {
+            Ok(Some(msg)) => match self.fit(&msg)? {
+                Some((body, envelope)) => Item::Publish { body, envelope, at: self.at.clone() },
+                None => Item::Mark(self.at.clone()),
+            },
+            Ok(None) => Item::Mark(self.at.clone()),
+            Err(e) => {
+                // Without a namespace or key there is nothing a consumer could apply.
+                let operation = scanned.operation.unwrap_or("?");
+                tracing::error!(error = %e, operation, "skipping a change that does not fit the contract");
+                Item::Mark(self.at.clone())
+            }
+        };
+        send(tx, item).await
     }
 
     /// The body of `msg`, or what `CDC_OVERSIZE` says when it is larger than
@@ -249,35 +278,16 @@ impl Source {
             }
             match self.stream.next_if_any().await {
                 Ok(Some(raw)) => {
-                    let Some(event) = self.assemble(raw)? else { continue };
-                    let Some(token) = self.stream.resume_token() else { continue };
-                    let time = event
-                        .get_timestamp("clusterTime")
-                        .ok()
-                        .map(|c| ClusterTime { t: c.time, i: c.increment })
-                        .or_else(|| encode::token_cluster_time(&token))
-                        .unwrap_or(self.stream_time);
-                    // A chunk's rows go before the first change past its watermark.
-                    while self.chunk_ready(time, false) {
-                        self.release(tx).await?;
-                    }
-                    self.note_change(&event, time);
-                    self.at.set_token(token);
-                    self.stream_time = self.stream_time.max(time);
-                    let item = match encode::raw_change(&event) {
-                        Ok(Some(msg)) => match self.fit(&msg)? {
-                            Some((body, envelope)) => Item::Publish { body, envelope, at: self.at.clone() },
-                            None => Item::Mark(self.at.clone()),
-                        },
-                        Ok(None) => Item::Mark(self.at.clone()),
-                        Err(e) => {
-                            // Without a namespace or key there is nothing a consumer could apply.
-                            let operation = event.get_str("operationType").unwrap_or("?");
-                            tracing::error!(error = %e, operation, "skipping a change that does not fit the contract");
-                            Item::Mark(self.at.clone())
+                    let scanned = encode::scan(&raw);
+                    if scanned.fragments > 1 {
+                        drop(scanned);
+                        if let Some(whole) = self.assemble(raw)? {
+                            let scanned = encode::scan(&whole);
+                            self.change(tx, scanned).await?;
                         }
-                    };
-                    send(tx, item).await?;
+                        continue;
+                    }
+                    self.change(tx, scanned).await?;
                 }
                 Ok(None) => {
                     if !self.stream.is_alive() {
@@ -384,14 +394,12 @@ impl Source {
     }
 
     /// Remember a change to a key of the collection being snapshotted.
-    fn note_change(&mut self, event: &RawDocumentBuf, time: ClusterTime) {
+    fn note_change(&mut self, collection: Option<&str>, id: Option<RawBsonRef<'_>>, time: ClusterTime) {
         let (Some(snap), Checkpoint::Snapshot { progress, .. }) = (self.snapshot.as_mut(), &self.at) else { return };
         let Some(cur) = &progress.current else { return };
-        let same = event.get_document("ns").ok().and_then(|ns| ns.get_str("coll").ok()) == Some(&*cur.name);
-        if !same || time <= cur.since {
+        if collection != Some(&*cur.name) || time <= cur.since {
             return;
         }
-        let id = event.get_document("documentKey").ok().and_then(|k| k.get("_id").ok().flatten());
         if let Some(id) = id.and_then(|id| Bson::try_from(id.to_raw_bson()).ok()) {
             snap.touched.note(&id, &cur.cursor, cur.max_id.as_deref());
         }
