@@ -11,9 +11,9 @@ help: ## list the targets
 build: ## build the release binary
 	cargo build --release --locked
 
-deps: ## install what the tests need: SecantusDB in .venv, stunnel (TLS tests), a running RabbitMQ on 127.0.0.1:5672
+deps: ## install what the tests need: SecantusDB in .venv, stunnel (TLS tests), headless Chromium and ChromeDriver (dashboard test), a running RabbitMQ on 127.0.0.1:5672
 	bash scripts/venv.sh
-	bash scripts/apt.sh stunnel4=stunnel4 openssl=openssl
+	bash scripts/apt.sh stunnel4=stunnel4 openssl=openssl chromium=chromium chromedriver=chromium-driver
 	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
 
 test: deps lint ## the lint gate, then every test against real SecantusDB and RabbitMQ
@@ -23,7 +23,7 @@ lint: ## rustfmt and clippy, warnings as errors
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-demo: build local-start ## the whole product: services, bridge, sink, a churn dataset streamed through, then /stats
+demo: build local-start ## the whole product: services, bridge, sink and a churn dataset streamed through; the dashboard stays up until Ctrl-C
 	$(BIN) demo
 
 local-start: ## start MongoDB (Docker replica set, or SecantusDB) and RabbitMQ

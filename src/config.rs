@@ -501,6 +501,16 @@ pub struct SinkEnv {
     /// `SINK_L2`: L2 penalty; unset uses the model's default.
     #[serde(default)]
     pub sink_l2: Option<f64>,
+    /// `SINK_AGGREGATES`: the streaming aggregates, `collection:window[:by=path][:measures]`
+    /// separated by `;` (default `*:1m`).
+    #[serde(default)]
+    pub sink_aggregates: Option<String>,
+    /// `SINK_AGGREGATE_LATENESS`: how late an event may arrive and still update its window.
+    #[serde(default)]
+    pub sink_aggregate_lateness: Option<String>,
+    /// `SINK_BRIDGE_URL`: the bridge's HTTP address (its `CDC_HTTP_ADDR`), for the dashboard.
+    #[serde(default)]
+    pub sink_bridge_url: Option<String>,
 }
 
 /// Everything `mongo-cdc sink` needs, validated.
@@ -524,6 +534,10 @@ pub struct SinkSettings {
     pub partition: Option<u16>,
     /// `SINK_STREAM_START`: `first`, `last` or `next`.
     pub stream_start: String,
+    /// The streaming aggregates and their lateness.
+    pub analytics: crate::sink::analytics::AnalyticsSettings,
+    /// The bridge's base URL (`http://host:port`) whose snapshot progress the dashboard shows.
+    pub bridge_url: Option<String>,
 }
 
 impl SinkSettings {
@@ -580,6 +594,8 @@ impl SinkSettings {
                 format!("`{stream_start}`; use first, last or next"),
             ));
         }
+        let analytics = analytics_settings(&env, file)?;
+        let bridge_url = bridge_url(env.sink_bridge_url.as_deref())?;
         Ok(Self {
             rabbit,
             models,
@@ -590,8 +606,71 @@ impl SinkSettings {
             prefetch: env.sink_prefetch,
             partition,
             stream_start,
+            analytics,
+            bridge_url,
         })
     }
+}
+
+/// The aggregates from `SINK_AGGREGATES` or the models file's `[[aggregate]]` tables (one
+/// place, not both), else the default; and `SINK_AGGREGATE_LATENESS`.
+fn analytics_settings(
+    env: &SinkEnv,
+    models_file: Option<&str>,
+) -> Result<crate::sink::analytics::AnalyticsSettings, ConfigError> {
+    use crate::sink::analytics::{AnalyticsSettings, spec};
+    let mut settings = AnalyticsSettings::default();
+    let listed =
+        |n: usize, place: String, lines: String| format!("{n} mistake{}{place}:{lines}", if n == 1 { "" } else { "s" });
+    let from_env = env.sink_aggregates.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let from_file = match models_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::invalid("SINK_MODELS", format!("cannot read `{path}`: {e}")))?;
+            crate::sink::spec::aggregates_from_toml(&text).map_err(|mistakes| {
+                let lines: String = mistakes.iter().map(|m| format!("\n  {path}: {m}")).collect();
+                ConfigError::invalid("SINK_MODELS", listed(mistakes.len(), format!(" in `{path}`"), lines))
+            })?
+        }
+        None => None,
+    };
+    match (from_env, from_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "SINK_AGGREGATES",
+                "is set, and the SINK_MODELS file has [[aggregate]] tables: declare the aggregates in one place",
+            ));
+        }
+        (Some(text), None) => {
+            settings.aggregates = spec::parse_list(text).map_err(|mistakes| {
+                let lines: String = mistakes.iter().map(|m| format!("\n  {m}")).collect();
+                ConfigError::invalid("SINK_AGGREGATES", listed(mistakes.len(), String::new(), lines))
+            })?;
+        }
+        (None, Some(list)) => settings.aggregates = list,
+        (None, None) => {}
+    }
+    if let Some(text) = env.sink_aggregate_lateness.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        settings.lateness = humantime::parse_duration(text).map_err(|e| {
+            ConfigError::invalid("SINK_AGGREGATE_LATENESS", format!("`{text}`: {e} (e.g. 0s, 30s, 5m)"))
+        })?;
+    }
+    Ok(settings)
+}
+
+/// `SINK_BRIDGE_URL` as a base URL: `http://host:port`, or just `host:port` (as in
+/// `CDC_HTTP_ADDR`); empty is none.
+fn bridge_url(value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let host_port = v.strip_prefix("http://").unwrap_or(v).trim_end_matches('/');
+    let port_ok = host_port.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if v.starts_with("https://") || host_port.contains('/') || !port_ok {
+        return Err(ConfigError::invalid(
+            "SINK_BRIDGE_URL",
+            format!("`{v}` is not http://host:port (the bridge's CDC_HTTP_ADDR, e.g. http://127.0.0.1:8089)"),
+        ));
+    }
+    Ok(Some(format!("http://{host_port}")))
 }
 
 /// The models of the `SINK_MODELS` file at `path`; every mistake on a line of its own. The
@@ -733,6 +812,17 @@ mod tests {
     fn splits_lists() {
         assert_eq!(split_list(" a, b,,c "), vec!["a", "b", "c"]);
         assert!(split_list("").is_empty());
+    }
+
+    #[test]
+    fn bridge_urls() {
+        assert_eq!(bridge_url(Some("127.0.0.1:8089")).unwrap().as_deref(), Some("http://127.0.0.1:8089"));
+        assert_eq!(bridge_url(Some(" http://h:1/ ")).unwrap().as_deref(), Some("http://h:1"));
+        assert_eq!(bridge_url(Some("")).unwrap(), None);
+        for bad in ["https://h:1", "h", "http://h:1/metrics", "h:port"] {
+            let e = bridge_url(Some(bad)).unwrap_err().to_string();
+            assert!(e.starts_with("SINK_BRIDGE_URL is invalid") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `mongo-cdc demo`: the whole product in one command. On the local services it resets a demo
 //! database and queue, seeds a synthetic churn dataset, runs the bridge and the sink in
 //! process (the bridge's snapshot carries the seeded customers), updates and deletes some
-//! customers while it runs, shows live progress, and ends with the sink's stats.
+//! customers while it runs, shows live progress and the sink's stats. The dashboard's URL
+//! comes first; bridge and sink then stay up until Ctrl-C (or, with `--exit`, stop once the
+//! dataset has streamed, for scripts).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,9 @@ const COLLECTION: &str = "customers";
 pub const FEATURES: &str = "tenure_months,monthly_spend,support_tickets,premium";
 /// See [`FEATURES`].
 pub const LABEL: &str = "churned";
+/// The demo's aggregates: op counts per collection per minute, and the customers' spend and
+/// support tickets by plan tier, per minute.
+const AGGREGATES: &str = "*:1m; customers:1m:by=premium:mean(monthly_spend),sum(support_tickets)";
 
 /// How much to write.
 #[derive(Debug, Clone)]
@@ -41,8 +46,12 @@ pub struct DemoPlan {
     pub updates: u64,
     /// Customers deleted afterwards.
     pub deletes: u64,
-    /// Where the sink's HTTP API listens.
+    /// Where the sink's HTTP API (and dashboard) listens.
     pub http_addr: std::net::SocketAddr,
+    /// Stop once the dataset has streamed, instead of waiting for Ctrl-C.
+    pub exit: bool,
+    /// Pause between two changes, so someone watching the dashboard sees the figures move.
+    pub pace: Duration,
 }
 
 /// Run the demo against the services in the environment's settings.
@@ -65,19 +74,17 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
     bridge.cdc.cdc_name = CDC_NAME.into();
     bridge.cdc.cdc_snapshot_mode = crate::config::SnapshotMode::Initial;
     bridge.exclude_fields = Default::default();
+    let features: Vec<FeatureSpec> = crate::config::split_list(FEATURES)
+        .iter()
+        .map(|f| FeatureSpec::parse(f))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let linear = ModelSpec::single(Task::Classification, ModelKind::Linear, features, LABEL.into(), Vec::new());
+    // A second model on the same stream, so the dashboard compares two.
+    let tree = ModelSpec { name: "churn_tree".into(), kind: ModelKind::HoeffdingTree, ..linear.clone() };
     let sink = SinkSettings {
         rabbit: bridge.rabbit.clone(),
-        models: vec![ModelSpec::single(
-            Task::Classification,
-            ModelKind::Linear,
-            crate::config::split_list(FEATURES)
-                .iter()
-                .map(|f| FeatureSpec::parse(f))
-                .collect::<Result<_, _>>()
-                .map_err(anyhow::Error::msg)?,
-            LABEL.into(),
-            Vec::new(),
-        )],
+        models: vec![linear, tree],
         models_file: None,
         partition: None,
         stream_start: "first".into(),
@@ -85,12 +92,19 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         checkpoint_every: 1000,
         http_addr: plan.http_addr,
         prefetch: 512,
+        analytics: crate::sink::analytics::AnalyticsSettings {
+            aggregates: crate::sink::analytics::spec::parse_list(AGGREGATES)
+                .map_err(|m| anyhow::anyhow!(m.join("; ")))?,
+            ..Default::default()
+        },
+        bridge_url: bridge.http_addr.map(|a| format!("http://{a}")),
     };
 
     drive(plan, &Mongo::shared(&mongo_env.mongo_database_host), bridge, sink).await
 }
 
 async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: SinkSettings) -> anyhow::Result<Stats> {
+    println!("Dashboard: http://{}/  (open it now: it fills in as the data streams)", plan.http_addr);
     println!("Resetting the demo database `{DB}` and queue `{QUEUE}`...");
     mongo.ping().await?;
     let client = mongo.client().await?.clone();
@@ -124,13 +138,15 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     }
     seeded.finish();
 
-    let stop = CancellationToken::new();
+    // Interactive: Ctrl-C drains and stops bridge and sink at any time. With --exit, Ctrl-C
+    // ends the process at once, as it always did.
+    let stop = if plan.exit { CancellationToken::new() } else { crate::shutdown::on_signals() };
     let bridge_task = tokio::spawn(crate::bridge::run(bridge, stop.clone()));
     let sink = Sink::open(sink)?;
     let core = sink.core();
     let sink_task = tokio::spawn(sink.serve(stop.clone()));
     bars.println(format!(
-        "Bridge and sink started; the bridge snapshots the {} customers, the sink serves http://{}/stats",
+        "Bridge and sink started; the bridge snapshots the {} customers, the sink serves http://{}/ (dashboard) and /stats",
         plan.count, plan.http_addr
     ))?;
 
@@ -165,10 +181,12 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
         let c = customer(&mut rng, i);
         coll.replace_one(doc! {"_id": i as i64}, c).await.context("updating a demo customer")?;
         written.inc(1);
+        pause(plan.pace, &stop).await;
     }
     for i in (plan.count - deletes)..plan.count {
         coll.delete_one(doc! {"_id": i as i64}).await.context("deleting a demo customer")?;
         written.inc(1);
+        pause(plan.pace, &stop).await;
     }
     written.finish();
 
@@ -185,6 +203,9 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
         if s.counters.snapshot_controls >= 2 && deleted && s.records == plan.count - deletes {
             break s;
         }
+        if stop.is_cancelled() {
+            break s;
+        }
         if sink_task.is_finished() || bridge_task.is_finished() || Instant::now() > deadline {
             stop.cancel();
             bail!("the stream stalled at {} changes applied ({} records)", s.counters.events_applied, s.records);
@@ -194,12 +215,30 @@ async fn drive(plan: &DemoPlan, mongo: &Mongo, bridge: BridgeSettings, sink: Sin
     learned.set_length(stats.counters.events_applied);
     learned.set_position(stats.counters.events_applied);
     learned.finish_with_message(quality(&stats));
+    watch.abort();
+    println!("\nThe sink's /stats once the dataset has streamed:\n{}", serde_json::to_string_pretty(&stats)?);
+    if !plan.exit && !stop.is_cancelled() {
+        println!(
+            "\nThe dataset has streamed. The dashboard stays up at http://{}/ ; Ctrl-C stops the bridge and the sink.",
+            plan.http_addr
+        );
+        stop.cancelled().await;
+    }
 
     stop.cancel();
-    watch.abort();
     bridge_task.await?.context("bridge")?;
     sink_task.await?.context("sink")?;
     Ok(stats)
+}
+
+/// Wait `pace` between two writes (returns at once when stopping).
+async fn pause(pace: Duration, stop: &CancellationToken) {
+    if !pace.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(pace) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
 }
 
 /// One customer. Churn follows a noisy logistic rule of the four features, so it is learnable

@@ -31,7 +31,7 @@ enum Command {
         count: usize,
     },
     /// Reset a demo database and queue, run the bridge and the sink, stream a churn dataset
-    /// through MongoDB, and print the sink's stats.
+    /// through MongoDB, print the sink's stats, and keep the dashboard up until Ctrl-C.
     Demo {
         /// Customers to insert.
         #[arg(long, default_value_t = 5000)]
@@ -42,6 +42,10 @@ enum Command {
         /// Customers to delete afterwards.
         #[arg(long, default_value_t = 500)]
         deletes: u64,
+        /// Stop once the dataset has streamed (for scripts), instead of waiting for Ctrl-C;
+        /// the changes are then written unpaced.
+        #[arg(long)]
+        exit: bool,
     },
     /// Insert test documents into the watched database (and optionally update/delete some).
     InsertTest {
@@ -118,12 +122,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             eprintln!("{} message(s) shown from `{}`, left in the queue", bodies.len(), settings.rabbitmq_queue_name);
         }
-        Command::Demo { count, updates, deletes } => {
+        Command::Demo { count, updates, deletes, exit } => {
             let http_addr = std::env::var("SINK_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8088".into());
             let http_addr =
                 http_addr.parse().with_context(|| format!("SINK_HTTP_ADDR `{http_addr}` is not host:port"))?;
-            let stats = demo::run(&demo::DemoPlan { count, updates, deletes, http_addr }).await?;
-            println!("\nThe sink's /stats at the end:\n{}", serde_json::to_string_pretty(&stats)?);
+            // Paced (~100 changes a second) when someone watches, so the figures move visibly.
+            let pace = if exit { std::time::Duration::ZERO } else { std::time::Duration::from_millis(10) };
+            demo::run(&demo::DemoPlan { count, updates, deletes, http_addr, exit, pace }).await?;
             println!(
                 "\nThe bridge and the sink are stopped; the services keep running (`make local-stop` stops them)."
             );

@@ -11,6 +11,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
+use super::analytics::{Analytics, AnalyticsDelta, AnalyticsDeltaRef};
 use super::features::{Capture, FieldPlan};
 use super::learner::{Decision, Learner, ModelReport};
 use super::spec::{DEFAULT_MODEL, ModelSpec};
@@ -197,6 +198,9 @@ pub struct SinkCore {
     /// With a stream queue: the offset of the last message applied (consuming resumes after it).
     #[serde(default)]
     stream_offset: Option<u64>,
+    /// Windowed counts and measures of the events applied.
+    #[serde(default)]
+    analytics: Analytics,
     /// Fingerprints added to `recent` since the last checkpoint write.
     #[serde(skip)]
     fresh_ids: usize,
@@ -287,6 +291,7 @@ impl SinkCore {
             seq: 0,
             alerts: Alerts::default(),
             stream_offset: None,
+            analytics: Analytics::default(),
             fresh_ids: 0,
             capture: Capture::default(),
             decisions: Vec::new(),
@@ -453,6 +458,12 @@ impl SinkCore {
             }
         }
         let trained = !learned.is_empty();
+        // Counted here, where nothing can fail any more, and before the record changes: a
+        // delete's measures read the document held when the message has no `before`.
+        let held = (ev.op == Op::Delete)
+            .then(|| self.records.get(coll_name).and_then(|c| c.get(&*ev.key)).and_then(|r| r.doc.as_deref()))
+            .flatten();
+        self.analytics.observe(&ev, held);
 
         let coll = match self.records.get_mut(&*ev.source.collection) {
             Some(c) => c,
@@ -608,6 +619,7 @@ impl SinkCore {
             last_event_id: &self.last_event_id,
             alerts: &self.alerts.unpublished,
             stream_offset: self.stream_offset,
+            analytics: self.analytics.delta(),
         }
     }
 
@@ -616,6 +628,7 @@ impl SinkCore {
         self.records.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
         self.fresh_ids = 0;
         self.alerts.unpublished.clear();
+        self.analytics.mark_saved();
     }
 
     /// Alerts raised since the last checkpoint write: to publish before writing the next.
@@ -645,6 +658,17 @@ impl SinkCore {
         self.last_event_id = d.last_event_id;
         self.stream_offset = d.stream_offset;
         self.seq = d.seq;
+        self.analytics.apply_delta(d.analytics);
+    }
+
+    /// The streaming analytics.
+    pub fn analytics(&self) -> &Analytics {
+        &self.analytics
+    }
+
+    /// The streaming analytics, to configure.
+    pub fn analytics_mut(&mut self) -> &mut Analytics {
+        &mut self.analytics
     }
 
     /// With a stream queue: the offset of the last message applied.
@@ -743,6 +767,7 @@ pub struct DeltaRef<'a> {
     last_event_id: &'a Option<String>,
     alerts: &'a [Alert],
     stream_offset: Option<u64>,
+    analytics: AnalyticsDeltaRef<'a>,
 }
 
 /// A [`DeltaRef`] read back.
@@ -758,6 +783,8 @@ pub struct Delta {
     alerts: Vec<Alert>,
     #[serde(default)]
     stream_offset: Option<u64>,
+    #[serde(default)]
+    analytics: AnalyticsDelta,
 }
 
 /// The body of `/stats`.

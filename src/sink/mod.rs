@@ -13,9 +13,11 @@
 //! same ids (at least once).
 
 pub mod alerts;
+pub mod analytics;
 pub mod checkpoint;
 mod consumer;
 pub mod core;
+pub mod dashboard;
 pub mod encoder;
 pub mod features;
 pub mod http;
@@ -91,7 +93,8 @@ impl Sink {
     pub fn open(settings: SinkSettings) -> Result<Self, SinkError> {
         let topology = Topology::from_settings(&settings.rabbit, settings.partition);
         let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
-        let core = load_core(&settings, &mut file)?;
+        let mut core = load_core(&settings, &mut file)?;
+        core.analytics_mut().configure(&settings.analytics);
         let board = Board::new(&core);
         Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
     }
@@ -124,8 +127,10 @@ impl Sink {
 
         let http_stop = shutdown.child_token();
         let stop = http_stop.clone();
+        let dashboard = dashboard::Dashboard::new(board.clone(), settings.bridge_url.clone());
+        tokio::spawn(dashboard.clone().sample(http_stop.clone()));
         let server = tokio::spawn(
-            axum::serve(listener, http::router(core.clone(), board.clone()))
+            axum::serve(listener, http::router(core.clone(), board.clone()).merge(dashboard.router()))
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .into_future(),
         );

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::analytics::{self, spec::AggregateSpec};
 use super::features::FeatureSpec;
 use crate::ml::{DriftMonitor, MAX_CATEGORY_ID, MlError, ModelKind, MonitorConfig, Schema, Task};
 
@@ -176,8 +177,10 @@ pub fn from_toml(text: &str) -> Result<Vec<ModelSpec>, Vec<String>> {
         )]
     })?;
     let mut mistakes = Vec::new();
-    for key in table.keys().filter(|k| *k != "model") {
-        mistakes.push(format!("unknown top-level key `{key}` (each model is a `[[model]]` table)"));
+    for key in table.keys().filter(|k| *k != "model" && *k != "aggregate") {
+        mistakes.push(format!(
+            "unknown top-level key `{key}` (each model is a `[[model]]` table, each aggregate an `[[aggregate]]` table)"
+        ));
     }
     let models = match table.get("model") {
         None => {
@@ -217,6 +220,34 @@ pub fn from_toml(text: &str) -> Result<Vec<ModelSpec>, Vec<String>> {
         }
     }
     if mistakes.is_empty() { Ok(specs) } else { Err(mistakes) }
+}
+
+/// The `[[aggregate]]` tables of a `SINK_MODELS` file, in order (`None` when it has none; see
+/// `sink::analytics::spec::from_table`). On failure, every mistake found, one line each, naming
+/// the aggregate. (The TOML itself was checked by [`from_toml`].)
+pub fn aggregates_from_toml(text: &str) -> Result<Option<Vec<AggregateSpec>>, Vec<String>> {
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| vec![format!("not valid TOML: {}", e.message().trim())])?;
+    let tables = match table.get("aggregate") {
+        None => return Ok(None),
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => return Err(vec!["`aggregate` must be an array of tables: write `[[aggregate]]`".into()]),
+    };
+    let (mut specs, mut mistakes): (Vec<AggregateSpec>, Vec<String>) = (Vec::new(), Vec::new());
+    for (i, t) in tables.iter().enumerate() {
+        let who = match t.get("name").and_then(toml::Value::as_str) {
+            Some(name) => format!("aggregate `{name}`"),
+            None => format!("aggregate {}", i + 1),
+        };
+        match t.as_table().ok_or_else(|| vec!["must be a table".to_string()]).and_then(analytics::spec::from_table) {
+            Ok(s) if specs.iter().any(|o| o.name == s.name) => {
+                mistakes.push(format!("{who}: the name `{}` is used by an earlier aggregate", s.name))
+            }
+            Ok(s) => specs.push(s),
+            Err(errs) => mistakes.extend(errs.into_iter().map(|m| format!("{who}: {m}"))),
+        }
+    }
+    if mistakes.is_empty() { Ok(Some(specs)) } else { Err(mistakes) }
 }
 
 fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
@@ -381,6 +412,27 @@ label = "monthly_spend"
         assert_eq!(spend.differs_from(&spend.clone()), None);
         let other = ModelSpec { label: "x".into(), ..spend.clone() };
         assert_eq!(spend.differs_from(&other), Some(("label", "x".to_string())));
+    }
+
+    #[test]
+    fn aggregate_tables_sit_beside_the_models() {
+        let text = format!(
+            "{GOOD}\n[[aggregate]]\ncollection = \"orders\"\nwindow = \"1m\"\ngroup_by = \"status\"\nmeasures = [\"sum(quantity)\"]\n\n[[aggregate]]\nname = \"all\"\ncollection = \"*\"\nwindow = \"1h\"\n"
+        );
+        assert_eq!(from_toml(&text).unwrap().len(), 2, "the models are read as before");
+        let aggregates = aggregates_from_toml(&text).unwrap().unwrap();
+        let names: Vec<&str> = aggregates.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["orders:1m:by=status:sum(quantity)", "all"]);
+        assert_eq!(aggregates_from_toml(GOOD).unwrap(), None);
+        let bad = "[[aggregate]]\nname = \"x\"\ncollection = \"o\"\nwindow = \"soon\"\n[[aggregate]]\ncollection = \"o\"\nwindow = \"1m\"\nname = \"x\"\n";
+        let mistakes = aggregates_from_toml(bad).unwrap_err();
+        assert_eq!(mistakes.len(), 1, "{mistakes:#?}");
+        assert!(mistakes[0].starts_with("aggregate `x`: window `soon` is not a duration"), "{mistakes:#?}");
+        let dup = "[[aggregate]]\nname = \"x\"\ncollection = \"o\"\nwindow = \"1m\"\n[[aggregate]]\ncollection = \"o\"\nwindow = \"2m\"\nname = \"x\"\n";
+        assert_eq!(
+            aggregates_from_toml(dup).unwrap_err(),
+            ["aggregate `x`: the name `x` is used by an earlier aggregate"]
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! RabbitMQ, make unique names, and wait on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
