@@ -51,5 +51,6 @@ chaos: deps ## fault injection at full scale against real services; writes bench
 	cargo test --release --locked --test chaos -- --ignored --nocapture --test-threads=1 full_chaos_suite
 
 bench: deps ## measure the pipeline against real SecantusDB and RabbitMQ (3 runs, ~4 min after the build): bench/RESULTS.md, bench/results.json
+	bash scripts/apt.sh valgrind=valgrind
 	cargo bench --locked --bench pipeline
 	@echo "bench results: bench/RESULTS.md (for people) and bench/results.json (every run's values)"
