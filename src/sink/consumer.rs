@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::alerts::AlertPublisher;
 use super::core::Outcome;
+use super::decode::Delivery;
 use super::stats::Board;
 use super::{SharedFile, http};
 use crate::config::{QueueType, SinkSettings};
@@ -138,7 +139,11 @@ impl Consumer {
                 Ok(Some(Ok(delivery))) => {
                     let outcome = {
                         let mut core = http::lock(&self.core);
-                        let outcome = core.apply_bytes(&delivery.data);
+                        let outcome = core.apply_delivery(&Delivery::of(
+                            &delivery.data,
+                            delivery.routing_key.as_str(),
+                            delivery.properties.headers().as_ref(),
+                        ));
                         if let Some(offset) = stream.then(|| stream_offset(&delivery)).flatten() {
                             core.set_stream_offset(offset);
                         }

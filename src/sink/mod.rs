@@ -18,6 +18,7 @@ pub mod checkpoint;
 mod consumer;
 pub mod core;
 pub mod dashboard;
+pub mod decode;
 pub mod encoder;
 pub mod features;
 pub mod http;
@@ -95,6 +96,7 @@ impl Sink {
         let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
         let mut core = load_core(&settings, &mut file)?;
         core.analytics_mut().configure(&settings.analytics);
+        core.set_decoder(settings.decoder.clone());
         let board = Board::new(&core);
         Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
     }
