@@ -695,6 +695,22 @@ impl SinkCore {
         }
     }
 
+    /// The records changed since the last checkpoint write (`all`: every record), for the
+    /// mirrors: written before the checkpoint that marks them saved.
+    pub fn rows(&self, all: bool) -> Vec<Row> {
+        self.records
+            .iter()
+            .flat_map(|(c, m)| {
+                m.iter().filter(move |(_, r)| all || r.dirty).map(move |(k, r)| Row {
+                    collection: c.clone(),
+                    key: k.clone(),
+                    doc: r.doc.as_ref().map(|d| d.get().to_string()),
+                    version: r.version,
+                })
+            })
+            .collect()
+    }
+
     /// Everything so far is in a checkpoint (and its alerts were published before).
     pub fn mark_saved(&mut self) {
         self.records.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
@@ -825,6 +841,19 @@ fn alert_id(event_id: &str, model: &str) -> String {
     bytes.push(0);
     bytes.extend_from_slice(model.as_bytes());
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
+}
+
+/// One record as the mirrors write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Collection or table.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// The document as JSON text; `None` once deleted.
+    pub doc: Option<String>,
+    /// The record's version: a mirror never replaces a higher one.
+    pub version: u64,
 }
 
 /// What changed since the last checkpoint write (written by `sink::checkpoint`).

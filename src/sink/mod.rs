@@ -23,6 +23,8 @@ pub mod encoder;
 pub mod features;
 pub mod http;
 pub mod learner;
+pub mod pg_mirror;
+pub mod redis_mirror;
 pub mod spec;
 pub mod stats;
 
@@ -137,7 +139,9 @@ impl Sink {
                 .into_future(),
         );
 
-        let mut consumer = Consumer { settings, topology, file, core, rabbit, board };
+        let mirrors = consumer::Mirrors::new(&settings, &topology.queue)?;
+        let mut consumer =
+            Consumer { settings, topology, file, core, rabbit, board, mirrors: tokio::sync::Mutex::new(mirrors) };
         let result = consumer.supervise(&shutdown).await;
         http_stop.cancel();
         let _ = server.await;
