@@ -36,6 +36,10 @@ fn default_vhost() -> String {
 fn default_queue() -> String {
     "test_queue".into()
 }
+fn default_cdc_format() -> String {
+    "native".into()
+}
+
 fn default_cdc_name() -> String {
     "default".into()
 }
@@ -323,6 +327,14 @@ pub struct CdcSettings {
     /// `max_message_size`; RabbitMQ's default is 128 MiB).
     #[serde(default = "default_max_message_bytes")]
     pub cdc_max_message_bytes: usize,
+    /// `CDC_FORMAT`: `native` (our contract, default) or `debezium` (Debezium's MongoDB
+    /// connector envelope).
+    #[serde(default = "default_cdc_format")]
+    pub cdc_format: String,
+    /// `CDC_DEBEZIUM_SCHEMAS`: with `CDC_FORMAT=debezium`, wrap each value as
+    /// `{"schema": .., "payload": ..}` (Kafka Connect's JSON converter with schemas).
+    #[serde(default)]
+    pub cdc_debezium_schemas: bool,
     /// `CDC_HTTP_ADDR`: where `/health` and `/metrics` are served; empty disables them.
     #[serde(default = "default_cdc_http_addr")]
     pub cdc_http_addr: String,
@@ -383,6 +395,11 @@ impl BridgeSettings {
         let cdc: CdcSettings = envy::from_env().map_err(ConfigError::from_envy)?;
         if cdc.cdc_name.trim().is_empty() {
             return Err(ConfigError::invalid("CDC_NAME", "must not be empty"));
+        }
+        let mut cdc = cdc;
+        cdc.cdc_format = cdc.cdc_format.trim().to_lowercase();
+        if !["native", "debezium"].contains(&cdc.cdc_format.as_str()) {
+            return Err(ConfigError::invalid("CDC_FORMAT", format!("`{}`; use native or debezium", cdc.cdc_format)));
         }
         if cdc.cdc_snapshot_chunk == 0 {
             return Err(ConfigError::invalid("CDC_SNAPSHOT_CHUNK", "must be at least 1"));

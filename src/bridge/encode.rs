@@ -247,18 +247,18 @@ impl Omit {
 /// its documents still raw; [`Raw::body`] writes the JSON.
 #[derive(Debug)]
 pub struct Raw<'a> {
-    id: String,
-    op: Op,
-    key: String,
-    db: &'a str,
-    collection: &'a str,
-    cluster_time: ClusterTime,
-    snapshot: SnapshotMark,
-    ts_ms: i64,
-    before: Option<&'a RawDocument>,
-    after: Option<&'a RawDocument>,
-    updated: Option<&'a RawDocument>,
-    removed: Option<&'a RawArray>,
+    pub(super) id: String,
+    pub(super) op: Op,
+    pub(super) key: String,
+    pub(super) db: &'a str,
+    pub(super) collection: &'a str,
+    pub(super) cluster_time: ClusterTime,
+    pub(super) snapshot: SnapshotMark,
+    pub(super) ts_ms: i64,
+    pub(super) before: Option<&'a RawDocument>,
+    pub(super) after: Option<&'a RawDocument>,
+    pub(super) updated: Option<&'a RawDocument>,
+    pub(super) removed: Option<&'a RawArray>,
 }
 
 /// A missing field as an [`EventError`].

@@ -237,6 +237,10 @@ impl Decoder {
         if body.is_empty() || body == b"null" || body == b"default" {
             return Decoded::Skipped(Skipped::Tombstone);
         }
+        // Our bridge's snapshot control messages travel in its Debezium stream too.
+        if event::is_control(body) {
+            return Decoded::Control;
+        }
         let top: Value_<'a> = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) if e.is_data() || serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
