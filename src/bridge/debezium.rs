@@ -99,9 +99,7 @@ pub fn body(msg: &Raw<'_>, redact: &Redaction, omit: Omit, o: &Options) -> Resul
 /// The Kafka Connect schema of the envelope, as Debezium's MongoDB connector declares it.
 fn schema(o: &Options, db: &str, coll: &str) -> Value {
     let field = |name: &str, ty: &str, optional: bool| json!({"type": ty, "optional": optional, "field": name});
-    let json_field = |name: &str| {
-        json!({"type": "string", "optional": true, "name": "io.debezium.data.Json", "version": 1, "field": name})
-    };
+    let json_field = |name: &str| json!({"type": "string", "optional": true, "name": "io.debezium.data.Json", "version": 1, "field": name});
     json!({
         "type": "struct",
         "optional": false,
