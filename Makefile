@@ -16,7 +16,7 @@ deps: ## install what the tests need: SecantusDB in .venv, stunnel (TLS tests), 
 	bash scripts/apt.sh stunnel4=stunnel4 openssl=openssl chromium=chromium chromedriver=chromium-driver
 	RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT=5672 LOCAL_USE_DOCKER=0 bash scripts/local.sh rabbitmq
 
-test: deps lint ## the lint gate, then every test against real SecantusDB and RabbitMQ
+test: deps lint ## the lint gate, then every test against real SecantusDB, RabbitMQ, PostgreSQL and Redis (127.0.0.1:5432 and :6379)
 	cargo test --locked --all-targets
 
 lint: ## rustfmt and clippy, warnings as errors

@@ -36,6 +36,10 @@ fn default_vhost() -> String {
 fn default_queue() -> String {
     "test_queue".into()
 }
+fn default_cdc_format() -> String {
+    "native".into()
+}
+
 fn default_cdc_name() -> String {
     "default".into()
 }
@@ -323,6 +327,14 @@ pub struct CdcSettings {
     /// `max_message_size`; RabbitMQ's default is 128 MiB).
     #[serde(default = "default_max_message_bytes")]
     pub cdc_max_message_bytes: usize,
+    /// `CDC_FORMAT`: `native` (our contract, default) or `debezium` (Debezium's MongoDB
+    /// connector envelope).
+    #[serde(default = "default_cdc_format")]
+    pub cdc_format: String,
+    /// `CDC_DEBEZIUM_SCHEMAS`: with `CDC_FORMAT=debezium`, wrap each value as
+    /// `{"schema": .., "payload": ..}` (Kafka Connect's JSON converter with schemas).
+    #[serde(default)]
+    pub cdc_debezium_schemas: bool,
     /// `CDC_HTTP_ADDR`: where `/health` and `/metrics` are served; empty disables them.
     #[serde(default = "default_cdc_http_addr")]
     pub cdc_http_addr: String,
@@ -383,6 +395,11 @@ impl BridgeSettings {
         let cdc: CdcSettings = envy::from_env().map_err(ConfigError::from_envy)?;
         if cdc.cdc_name.trim().is_empty() {
             return Err(ConfigError::invalid("CDC_NAME", "must not be empty"));
+        }
+        let mut cdc = cdc;
+        cdc.cdc_format = cdc.cdc_format.trim().to_lowercase();
+        if !["native", "debezium"].contains(&cdc.cdc_format.as_str()) {
+            return Err(ConfigError::invalid("CDC_FORMAT", format!("`{}`; use native or debezium", cdc.cdc_format)));
         }
         if cdc.cdc_snapshot_chunk == 0 {
             return Err(ConfigError::invalid("CDC_SNAPSHOT_CHUNK", "must be at least 1"));
@@ -511,6 +528,68 @@ pub struct SinkEnv {
     /// `SINK_BRIDGE_URL`: the bridge's HTTP address (its `CDC_HTTP_ADDR`), for the dashboard.
     #[serde(default)]
     pub sink_bridge_url: Option<String>,
+    /// `SINK_INPUT`: `native` (default), `debezium` or `auto`.
+    #[serde(default)]
+    pub sink_input: String,
+    /// `SINK_DEBEZIUM_KEYS`: key columns per table, `table:col[+col],...` (default `id`).
+    #[serde(default)]
+    pub sink_debezium_keys: String,
+    /// `SINK_DEBEZIUM_KEY_FROM`: `value` (default) or `routing_key`.
+    #[serde(default)]
+    pub sink_debezium_key_from: String,
+    /// `SINK_POSTGRES_URL`: materialise the records into this PostgreSQL database.
+    #[serde(default)]
+    pub sink_postgres_url: Option<String>,
+    /// `SINK_POSTGRES_SCHEMA`: the schema of those tables (default `mongo_cdc`).
+    #[serde(default)]
+    pub sink_postgres_schema: Option<String>,
+    /// `SINK_REDIS_URL`: mirror `/stats` and the alerts into this Redis.
+    #[serde(default)]
+    pub sink_redis_url: Option<String>,
+}
+
+/// A connection string that may hold a password: its `Debug` and `Display` hide it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(pub String);
+
+impl SecretUrl {
+    /// The URL itself, to connect with (never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = redact_uri(&self.0);
+        // The key=value form: `host=.. password=..`.
+        let shown = match shown.find("password=") {
+            Some(at) => {
+                let rest = &shown[at + 9..];
+                let end = rest.find(' ').map_or(shown.len(), |e| at + 9 + e);
+                format!("{}password=<redacted>{}", &shown[..at], &shown[end..])
+            }
+            None => shown,
+        };
+        f.write_str(&shown)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// Where the sink mirrors what it holds: PostgreSQL tables, a Redis hash and list.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorSettings {
+    /// `SINK_POSTGRES_URL`.
+    pub postgres_url: Option<SecretUrl>,
+    /// `SINK_POSTGRES_SCHEMA`.
+    pub postgres_schema: String,
+    /// `SINK_REDIS_URL`.
+    pub redis_url: Option<SecretUrl>,
 }
 
 /// Everything `mongo-cdc sink` needs, validated.
@@ -538,6 +617,10 @@ pub struct SinkSettings {
     pub analytics: crate::sink::analytics::AnalyticsSettings,
     /// The bridge's base URL (`http://host:port`) whose snapshot progress the dashboard shows.
     pub bridge_url: Option<String>,
+    /// How message bodies are read: `SINK_INPUT`, `SINK_DEBEZIUM_KEYS`, `SINK_DEBEZIUM_KEY_FROM`.
+    pub decoder: crate::sink::decode::Decoder,
+    /// The PostgreSQL and Redis mirrors.
+    pub mirrors: MirrorSettings,
 }
 
 impl SinkSettings {
@@ -596,6 +679,8 @@ impl SinkSettings {
         }
         let analytics = analytics_settings(&env, file)?;
         let bridge_url = bridge_url(env.sink_bridge_url.as_deref())?;
+        let decoder = decoder(&env)?;
+        let mirrors = mirrors(&env)?;
         Ok(Self {
             rabbit,
             models,
@@ -608,8 +693,43 @@ impl SinkSettings {
             stream_start,
             analytics,
             bridge_url,
+            decoder,
+            mirrors,
         })
     }
+}
+
+/// `SINK_INPUT`, `SINK_DEBEZIUM_KEYS`, `SINK_DEBEZIUM_KEY_FROM`.
+fn decoder(env: &SinkEnv) -> Result<crate::sink::decode::Decoder, ConfigError> {
+    use crate::sink::decode::{Decoder, Input, KeyColumns, KeyFrom};
+    Ok(Decoder {
+        input: Input::parse(&env.sink_input.to_lowercase()).map_err(|e| ConfigError::invalid("SINK_INPUT", e))?,
+        keys: KeyColumns::parse(&env.sink_debezium_keys).map_err(|e| ConfigError::invalid("SINK_DEBEZIUM_KEYS", e))?,
+        key_from: KeyFrom::parse(&env.sink_debezium_key_from.to_lowercase())
+            .map_err(|e| ConfigError::invalid("SINK_DEBEZIUM_KEY_FROM", e))?,
+    })
+}
+
+/// `SINK_POSTGRES_URL`, `SINK_POSTGRES_SCHEMA`, `SINK_REDIS_URL`.
+fn mirrors(env: &SinkEnv) -> Result<MirrorSettings, ConfigError> {
+    let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretUrl(s.into()));
+    let postgres_url = set(&env.sink_postgres_url);
+    if let Some(url) = &postgres_url
+        && let Err(e) = url.expose().parse::<tokio_postgres::Config>()
+    {
+        return Err(ConfigError::invalid(
+            "SINK_POSTGRES_URL",
+            format!("`{url}` is not a PostgreSQL connection string: {e}"),
+        ));
+    }
+    let schema = env.sink_postgres_schema.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("mongo_cdc");
+    let redis_url = set(&env.sink_redis_url);
+    if let Some(url) = &redis_url
+        && let Err(e) = redis::Client::open(url.expose())
+    {
+        return Err(ConfigError::invalid("SINK_REDIS_URL", format!("`{url}` is not a Redis URL: {e}")));
+    }
+    Ok(MirrorSettings { postgres_url, postgres_schema: schema.to_string(), redis_url })
 }
 
 /// The aggregates from `SINK_AGGREGATES` or the models file's `[[aggregate]]` tables (one

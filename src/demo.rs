@@ -98,6 +98,8 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
             ..Default::default()
         },
         bridge_url: bridge.http_addr.map(|a| format!("http://{a}")),
+        decoder: Default::default(),
+        mirrors: Default::default(),
     };
 
     drive(plan, &Mongo::shared(&mongo_env.mongo_database_host), bridge, sink).await

@@ -180,6 +180,9 @@ pub enum SinkError {
         /// Why.
         reason: String,
     },
+    /// A mirror (`SINK_POSTGRES_URL`, `SINK_REDIS_URL`) cannot be set up.
+    #[error("mirror: {0}")]
+    Mirror(String),
     /// RabbitMQ failed in a way retrying will not fix.
     #[error(transparent)]
     Mq(#[from] MqError),

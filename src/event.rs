@@ -276,7 +276,7 @@ pub const MAX_DEPTH: usize = 128;
 
 /// The deepest nesting of objects and arrays in well-formed JSON text. Written by hand:
 /// serde_json skips raw values without a depth limit, and this is one pass over the bytes.
-fn json_depth(json: &str) -> usize {
+pub fn json_depth(json: &str) -> usize {
     let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
     for b in json.bytes() {
         if in_str {

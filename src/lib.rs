@@ -6,6 +6,7 @@
 //! - [`error`]: one error enum per boundary.
 //! - [`shutdown`]: SIGINT/SIGTERM -> cancellation token.
 //! - [`supervise`]: restarting a failed session with backoff (bridge and sink).
+//! - [`bson_json`]: BSON -> the contract's JSON, shared by the bridge and the sink.
 //! - [`event`]: the wire contract: message bodies, AMQP envelope, routing key.
 //! - [`db`]: the shared MongoDB client.
 //! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
@@ -17,6 +18,7 @@
 //!   and metrics.
 
 pub mod bridge;
+pub mod bson_json;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -52,6 +52,7 @@ async fn bad_configuration_is_one_readable_line() {
     let same = ok.get("MONGO_DATABASE_NAME").to_string();
     fails_with(&["bridge"], &ok.clone().set("CDC_STATE_DATABASE", &same), &["CDC_STATE_DATABASE"]).await;
     fails_with(&["bridge"], &ok.clone().set("RABBITMQ_QUEUE_NAME", ""), &["RABBITMQ_QUEUE_NAME"]).await;
+    fails_with(&["bridge"], &ok.clone().set("CDC_FORMAT", "avro"), &["CDC_FORMAT", "native or debezium"]).await;
 }
 
 #[tokio::test]
@@ -82,6 +83,20 @@ async fn bad_sink_configuration_is_one_readable_line() {
     )
     .await;
     fails_with(&["sink"], &ok.clone().set("SINK_HASH_BUCKETS", "1"), &["SINK_HASH_BUCKETS"]).await;
+
+    // Interoperability: input formats, Debezium keys, the mirrors (no password in the line).
+    fails_with(&["sink"], &ok.clone().set("SINK_INPUT", "avro"), &["SINK_INPUT", "native, debezium or auto"]).await;
+    fails_with(&["sink"], &ok.clone().set("SINK_DEBEZIUM_KEYS", "orders"), &["SINK_DEBEZIUM_KEYS", "table:column"])
+        .await;
+    fails_with(&["sink"], &ok.clone().set("SINK_DEBEZIUM_KEY_FROM", "header"), &["SINK_DEBEZIUM_KEY_FROM"]).await;
+    let out = fails_with(
+        &["sink"],
+        &ok.clone().set("SINK_POSTGRES_URL", "postgresql://u:secret-pw@127.0.0.1:notaport/db"),
+        &["SINK_POSTGRES_URL", "<redacted>"],
+    )
+    .await;
+    assert!(!out.contains("secret-pw"), "{out}");
+    fails_with(&["sink"], &ok.clone().set("SINK_REDIS_URL", "http://x"), &["SINK_REDIS_URL"]).await;
     let models = state.path().join("models.toml");
     std::fs::write(
         &models,

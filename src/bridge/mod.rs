@@ -9,6 +9,7 @@
 //! was unconfirmed is published again: at-least-once, with at most one window of duplicates.
 
 pub mod checkpoint;
+pub mod debezium;
 pub mod encode;
 mod json;
 pub mod metrics;
@@ -314,6 +315,13 @@ impl Bridge {
             max_bytes: self.settings.cdc.cdc_max_message_bytes,
             oversize: self.settings.cdc.cdc_oversize,
             metrics: self.metrics.clone(),
+            format: match self.settings.cdc.cdc_format.as_str() {
+                "debezium" => Some(debezium::Options {
+                    name: self.settings.cdc.cdc_name.clone(),
+                    schemas: self.settings.cdc.cdc_debezium_schemas,
+                }),
+                _ => None,
+            },
         };
         let source = Source::new(stream, at, snapshot, stop_after, encoding);
         self.metrics.set_up();

@@ -104,6 +104,8 @@ pub(super) struct Encoding {
     pub oversize: OversizeMode,
     /// Counters for what was skipped or truncated.
     pub metrics: Arc<BridgeMetrics>,
+    /// `CDC_FORMAT=debezium`: Debezium's MongoDB envelope instead of ours.
+    pub format: Option<super::debezium::Options>,
 }
 
 /// Turns the stream (and a snapshot) into [`Item`]s.
@@ -224,7 +226,11 @@ impl Source {
     /// [`Self::fit`], for when `self` is borrowed elsewhere.
     fn fit_with(enc: &Encoding, msg: &encode::Raw<'_>) -> Result<Option<(Vec<u8>, Envelope)>, Stop> {
         let bad = |e: encode::EventError| Stop::Failed(SourceError::Fatal(format!("{}: {e}", msg.describe())));
-        let body = msg.body(&enc.redact, Omit::default()).map_err(bad)?;
+        let encode = |omit: Omit| match &enc.format {
+            None => msg.body(&enc.redact, omit),
+            Some(o) => super::debezium::body(msg, &enc.redact, omit, o),
+        };
+        let body = encode(Omit::default()).map_err(bad)?;
         if body.len() <= enc.max_bytes {
             return Ok(Some((body, msg.envelope())));
         }
@@ -255,7 +261,7 @@ impl Source {
                     delta: step.delta && msg.has(Omit { delta: true, ..Omit::default() }),
                     after: step.after && msg.has(Omit { after: true, ..Omit::default() }),
                 };
-                let body = msg.body(&enc.redact, omit).map_err(bad)?;
+                let body = encode(omit).map_err(bad)?;
                 if body.len() <= enc.max_bytes {
                     tracing::warn!(event = %what, truncated = ?omit.names(), "published an oversized event without some of its parts");
                     enc.metrics.oversize_truncated.inc();

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::alerts::AlertPublisher;
 use super::core::Outcome;
+use super::decode::Delivery;
+use super::pg_mirror::PgMirror;
+use super::redis_mirror::RedisMirror;
 use super::stats::Board;
 use super::{SharedFile, http};
 use crate::config::{QueueType, SinkSettings};
@@ -54,6 +57,70 @@ pub(super) struct Consumer {
     pub(super) core: http::Shared,
     pub(super) rabbit: Rabbit,
     pub(super) board: Board,
+    pub(super) mirrors: tokio::sync::Mutex<Mirrors>,
+}
+
+/// The PostgreSQL and Redis mirrors, each when configured.
+pub(super) struct Mirrors {
+    pg: Option<PgMirror>,
+    redis: Option<RedisMirror>,
+}
+
+impl Mirrors {
+    pub(super) fn new(settings: &SinkSettings, queue: &str) -> Result<Self, SinkError> {
+        let m = &settings.mirrors;
+        let pg = m.postgres_url.as_ref().map(|u| PgMirror::new(u, &m.postgres_schema)).transpose();
+        let redis = m.redis_url.as_ref().map(|u| RedisMirror::new(u, queue)).transpose();
+        if let Some(url) = &m.postgres_url {
+            tracing::info!(url = %url, schema = %m.postgres_schema, "materialising records into PostgreSQL");
+        }
+        if let Some(url) = &m.redis_url {
+            tracing::info!(url = %url, "mirroring stats and alerts into Redis");
+        }
+        Ok(Self { pg: pg.map_err(SinkError::Mirror)?, redis: redis.map_err(SinkError::Mirror)? })
+    }
+
+    fn any(&self) -> bool {
+        self.pg.is_some() || self.redis.is_some()
+    }
+
+    /// Write what the next checkpoint covers: the changed records (every record the first
+    /// time), the figures and the alerts. Retries with backoff until it succeeds; `false` if
+    /// shutdown came first (then nothing is checkpointed nor acknowledged: it all comes again).
+    async fn write(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> bool {
+        if !self.any() {
+            return true;
+        }
+        let (rows, stats, alerts) = {
+            let core = http::lock(core);
+            let rows = self.pg.as_ref().map(|pg| core.rows(pg.wants_all())).unwrap_or_default();
+            (rows, core.stats(), core.unpublished_alerts().to_vec())
+        };
+        let mut backoff = Backoff::default();
+        let (mut pg_done, mut redis_done) = (self.pg.is_none(), self.redis.is_none());
+        loop {
+            if !pg_done && let Some(pg) = &mut self.pg {
+                match pg.write(&rows).await {
+                    Ok(()) => pg_done = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
+                    }
+                }
+            }
+            if !redis_done && let Some(redis) = &mut self.redis {
+                match redis.write(&stats, &alerts).await {
+                    Ok(()) => redis_done = true,
+                    Err(e) => tracing::warn!(error = %e, "cannot write to Redis; not acknowledging, retrying"),
+                }
+            }
+            if pg_done && redis_done {
+                return true;
+            }
+            if !backoff.wait(shutdown).await {
+                return false;
+            }
+        }
+    }
 }
 
 /// Deliveries applied in memory but not yet covered by a checkpoint.
@@ -129,7 +196,7 @@ impl Consumer {
             match next {
                 Err(_idle) => {
                     if pending.unsettled > 0 || pending.count > 0 {
-                        self.flush(&channel, &alerts, &mut pending).await?;
+                        self.flush(&channel, &alerts, &mut pending, shutdown).await?;
                     }
                 }
                 // The queue was deleted, or its node failed over: consume again.
@@ -138,7 +205,11 @@ impl Consumer {
                 Ok(Some(Ok(delivery))) => {
                     let outcome = {
                         let mut core = http::lock(&self.core);
-                        let outcome = core.apply_bytes(&delivery.data);
+                        let outcome = core.apply_delivery(&Delivery::of(
+                            &delivery.data,
+                            delivery.routing_key.as_str(),
+                            delivery.properties.headers().as_ref(),
+                        ));
                         if let Some(offset) = stream.then(|| stream_offset(&delivery)).flatten() {
                             core.set_stream_offset(offset);
                         }
@@ -181,13 +252,13 @@ impl Consumer {
                     if pending.count >= self.settings.checkpoint_every
                         || pending.unsettled >= u64::from(self.settings.prefetch)
                     {
-                        self.flush(&channel, &alerts, &mut pending).await?;
+                        self.flush(&channel, &alerts, &mut pending, shutdown).await?;
                     }
                 }
             }
         }
         // Shutdown: stop deliveries, cover what was applied, then acknowledge it.
-        self.flush(&channel, &alerts, &mut pending).await?;
+        self.flush(&channel, &alerts, &mut pending, shutdown).await?;
         alerts.close().await;
         let _ = channel.close(200, "bye".into()).await;
         Ok(())
@@ -201,9 +272,14 @@ impl Consumer {
         channel: &lapin::Channel,
         alerts: &AlertPublisher,
         pending: &mut Pending,
+        shutdown: &CancellationToken,
     ) -> Result<(), MqError> {
         let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
         alerts.publish(&unpublished).await?;
+        if !self.mirrors.lock().await.write(&self.core, shutdown).await {
+            tracing::warn!("stopping before the mirrors were written; messages stay unacknowledged");
+            return Ok(());
+        }
         if let Err(e) = self.checkpoint().await {
             // Not acking keeps the messages; they come again after a restart.
             tracing::error!(error = %e, "checkpoint failed; messages stay unacknowledged");
@@ -236,6 +312,12 @@ impl Consumer {
                 );
                 return Ok(());
             }
+        }
+        // One attempt: this is shutdown.
+        let once = CancellationToken::new();
+        once.cancel();
+        if !self.mirrors.lock().await.write(&self.core, &once).await {
+            return Ok(());
         }
         self.checkpoint().await
     }

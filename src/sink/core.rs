@@ -12,10 +12,11 @@ use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use super::analytics::{Analytics, AnalyticsDelta, AnalyticsDeltaRef};
+use super::decode::{Change, Decoded, Decoder, Delivery, Position, Skipped, Truncate};
 use super::features::{Capture, FieldPlan};
 use super::learner::{Decision, Learner, ModelReport};
 use super::spec::{DEFAULT_MODEL, ModelSpec};
-use crate::event::{self, ChangeEventRef, ClusterTime, ControlEvent, Op, Phase};
+use crate::event::{ControlEvent, Op, Phase};
 use crate::ml::{MlError, Prediction};
 
 /// The current state of one record.
@@ -29,8 +30,10 @@ pub struct Record {
     pub last_id: String,
     /// `ts_ms` of the last event applied.
     pub ts_ms: i64,
-    /// Cluster time of the last event applied; older events are stale.
-    pub cluster_time: ClusterTime,
+    /// Source position of the last event applied (a cluster time for our own messages);
+    /// older events are stale. Named `cluster_time` in checkpoints and `/records`.
+    #[serde(rename = "cluster_time")]
+    pub position: Position,
     /// Per model (in configuration order), the fingerprint of the sample it last learned
     /// from this key; 0 for none. Cleared by a delete. Inline for one model: no allocation.
     #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
@@ -55,6 +58,8 @@ pub enum Outcome {
     Control,
     /// Already applied (same event id).
     Duplicate,
+    /// Carries no change (a tombstone, heartbeat, schema change): counted and skipped.
+    Ignored,
     /// Older than what the record already holds.
     Stale,
     /// Unusable: goes to the dead-letter queue with this reason.
@@ -88,6 +93,26 @@ pub struct Counters {
     /// Drift detections, all models together.
     #[serde(default)]
     pub drift_alerts: u64,
+    /// Messages that carry no change, skipped (Debezium tombstones, heartbeats, schema
+    /// changes, transaction markers).
+    #[serde(default)]
+    pub ignored: Ignored,
+    /// Tables emptied by a truncate (Debezium PostgreSQL's `t`).
+    #[serde(default)]
+    pub truncates: u64,
+}
+
+/// Messages skipped because they carry no change, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ignored {
+    /// Empty values (`null`, or Debezium Server's `null.value`).
+    pub tombstones: u64,
+    /// Heartbeats.
+    pub heartbeats: u64,
+    /// Schema changes (DDL).
+    pub schema_changes: u64,
+    /// Transaction markers and logical decoding messages.
+    pub other: u64,
 }
 
 /// A drift detection, as `/alerts` serves it and `<queue>.alerts` carries it.
@@ -213,6 +238,9 @@ pub struct SinkCore {
     decisions: Vec<Decision>,
     #[serde(skip)]
     lag: Lag,
+    /// Reads message bodies in the configured input format.
+    #[serde(skip)]
+    decoder: Decoder,
 }
 
 /// Why `/predict` cannot answer.
@@ -296,6 +324,7 @@ impl SinkCore {
             capture: Capture::default(),
             decisions: Vec::new(),
             lag: Lag::default(),
+            decoder: Decoder::default(),
         })
     }
 
@@ -339,35 +368,52 @@ impl SinkCore {
         Ok(())
     }
 
+    /// How message bodies are read (`SINK_INPUT` and the Debezium key settings).
+    pub fn set_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+
     /// Parse and apply one message body. State changes only when the outcome is
     /// [`Outcome::Applied`].
     pub fn apply_bytes(&mut self, body: &[u8]) -> Outcome {
-        let ev = match serde_json::from_slice::<ChangeEventRef<'_>>(body) {
-            Ok(ev) => ev,
-            Err(_) if event::is_control(body) => return self.apply_control(body),
-            // serde_json reports some wrong types (a number where an enum goes) as syntax
-            // errors, so check the JSON itself before saying it is not JSON.
-            Err(e) if e.is_data() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
-                return self.poison(format!("not the event contract: {e}"));
+        self.apply_delivery(&Delivery::body(body))
+    }
+
+    /// Decode and apply one delivery (its body, routing key and key header).
+    pub fn apply_delivery(&mut self, delivery: &Delivery<'_>) -> Outcome {
+        match self.decoder.decode(delivery) {
+            Decoded::Change(ev) => self.apply_change(ev),
+            Decoded::Control => self.apply_control(delivery.body),
+            Decoded::Truncate(t) => self.apply_truncate(t),
+            Decoded::Skipped(kind) => {
+                let n = &mut self.counters.ignored;
+                match kind {
+                    Skipped::Tombstone => n.tombstones += 1,
+                    Skipped::Heartbeat => n.heartbeats += 1,
+                    Skipped::SchemaChange => n.schema_changes += 1,
+                    Skipped::Other => n.other += 1,
+                }
+                Outcome::Ignored
             }
-            Err(e) => return self.poison(format!("not JSON: {e}")),
-        };
-        if let Err(reason) = ev.validate() {
-            return self.poison(format!("not the event contract: {reason}"));
+            Decoded::Poison(reason) => self.poison(reason),
         }
+    }
+
+    /// Apply one change, whatever format it came in.
+    pub fn apply_change(&mut self, ev: Change<'_>) -> Outcome {
         let fp = fingerprint(&ev.id);
         if self.recent.contains(fp) {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        let existing = self.records.get(&*ev.source.collection).and_then(|c| c.get(&*ev.key));
+        let existing = self.records.get(&*ev.collection).and_then(|c| c.get(&*ev.key));
         // A replay older than the dedupe memory is still recognised: the record's last event,
-        // by its id at the same cluster time; anything older is stale.
-        if existing.is_some_and(|r| r.cluster_time == ev.source.cluster_time && r.last_id == ev.id) {
+        // by its id at the same position; anything older is stale.
+        if existing.is_some_and(|r| r.position == ev.position && r.last_id == ev.id) {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        if existing.is_some_and(|r| ev.source.cluster_time < r.cluster_time) {
+        if existing.is_some_and(|r| ev.position < r.position) {
             self.counters.stale_skipped += 1;
             return Outcome::Stale;
         }
@@ -375,15 +421,15 @@ impl SinkCore {
         // A snapshot row carrying exactly the document held (a row read again after a crash,
         // or a document the stream already delivered) changes nothing and teaches nothing.
         if ev.op == Op::Read
-            && let (Some(rec), Some(after)) = (existing, ev.after)
+            && let (Some(rec), Some(after)) = (existing, ev.after.as_deref())
             && rec.doc.as_deref().is_some_and(|d| d.get() == after.get())
         {
-            let rec = self.records.get_mut(&*ev.source.collection).and_then(|c| c.get_mut(&*ev.key));
+            let rec = self.records.get_mut(&*ev.collection).and_then(|c| c.get_mut(&*ev.key));
             if let Some(rec) = rec {
                 rec.last_id.clear();
                 rec.last_id.push_str(&ev.id);
                 rec.ts_ms = ev.ts_ms;
-                rec.cluster_time = ev.source.cluster_time;
+                rec.position = ev.position;
                 rec.dirty = true;
             }
             self.counters.unchanged_skipped += 1;
@@ -392,9 +438,9 @@ impl SinkCore {
 
         // Learn first: it is the only step that can fail, and a failure must change nothing.
         // Every model reads its sample and checks its label before any learns.
-        let coll_name = &*ev.source.collection;
+        let coll_name = &*ev.collection;
         let mut learned: SmallVec<[(usize, u64); 4]> = SmallVec::new();
-        if let (false, Some(after)) = (ev.op == Op::Delete, ev.after)
+        if let (false, Some(after)) = (ev.op == Op::Delete, ev.after.as_deref())
             && self.learners.iter().any(|l| l.spec().learns_from(coll_name))
         {
             if let Err(reason) = self.plan.capture(after.get(), &mut self.capture) {
@@ -465,9 +511,9 @@ impl SinkCore {
             .flatten();
         self.analytics.observe(&ev, held);
 
-        let coll = match self.records.get_mut(&*ev.source.collection) {
+        let coll = match self.records.get_mut(&*ev.collection) {
             Some(c) => c,
-            None => self.records.entry(ev.source.collection.to_string()).or_default(),
+            None => self.records.entry(ev.collection.to_string()).or_default(),
         };
         let rec = match coll.get_mut(&*ev.key) {
             Some(r) => r,
@@ -476,13 +522,13 @@ impl SinkCore {
                 version: 0,
                 last_id: String::new(),
                 ts_ms: 0,
-                cluster_time: ev.source.cluster_time,
+                position: ev.position,
                 learned: SmallVec::new(),
                 dirty: true,
             }),
         };
         let was_live = rec.doc.is_some();
-        match (ev.op, ev.after) {
+        match (ev.op, ev.after.as_deref()) {
             (Op::Delete, _) => {
                 rec.doc = None;
                 rec.learned.clear();
@@ -497,7 +543,7 @@ impl SinkCore {
         rec.last_id.clear();
         rec.last_id.push_str(&ev.id);
         rec.ts_ms = ev.ts_ms;
-        rec.cluster_time = ev.source.cluster_time;
+        rec.position = ev.position;
         if let Some(&(last, _)) = learned.last() {
             if rec.learned.len() <= last {
                 rec.learned.resize(self.learners.len(), 0);
@@ -563,15 +609,15 @@ impl SinkCore {
         if ctl.snapshot.phase == Phase::End
             && let Some(coll) = self.records.get_mut(&ctl.source.collection)
         {
-            let since = ctl.snapshot.since;
+            let since = Position::from(ctl.snapshot.since);
             let mut removed = 0;
-            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.cluster_time <= since) {
+            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.position <= since) {
                 rec.doc = None;
                 rec.learned.clear();
                 rec.version += 1;
                 rec.last_id.clone_from(&ctl.id);
                 rec.ts_ms = ctl.ts_ms;
-                rec.cluster_time = since;
+                rec.position = since;
                 rec.dirty = true;
                 removed += 1;
             }
@@ -584,6 +630,32 @@ impl SinkCore {
         self.remember(fp, &ctl.id);
         self.counters.snapshot_controls += 1;
         Outcome::Control
+    }
+
+    /// A truncate: every live record of the table last changed at or before it is deleted.
+    fn apply_truncate(&mut self, t: Truncate<'_>) -> Outcome {
+        let fp = fingerprint(&t.id);
+        if self.recent.contains(fp) {
+            self.counters.duplicates_skipped += 1;
+            return Outcome::Duplicate;
+        }
+        if let Some(coll) = self.records.get_mut(&*t.collection) {
+            let mut removed = 0;
+            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.position <= t.position) {
+                rec.doc = None;
+                rec.learned.clear();
+                rec.version += 1;
+                rec.last_id.clone_from(&t.id);
+                rec.ts_ms = t.ts_ms;
+                rec.position = t.position;
+                rec.dirty = true;
+                removed += 1;
+            }
+            self.live_records -= removed;
+            tracing::info!(table = %t.collection, removed, "truncated");
+        }
+        self.counters.truncates += 1;
+        self.applied(fp, &t.id, false, t.ts_ms)
     }
 
     fn poison(&mut self, reason: String) -> Outcome {
@@ -621,6 +693,22 @@ impl SinkCore {
             stream_offset: self.stream_offset,
             analytics: self.analytics.delta(),
         }
+    }
+
+    /// The records changed since the last checkpoint write (`all`: every record), for the
+    /// mirrors: written before the checkpoint that marks them saved.
+    pub fn rows(&self, all: bool) -> Vec<Row> {
+        self.records
+            .iter()
+            .flat_map(|(c, m)| {
+                m.iter().filter(move |(_, r)| all || r.dirty).map(move |(k, r)| Row {
+                    collection: c.clone(),
+                    key: k.clone(),
+                    doc: r.doc.as_ref().map(|d| d.get().to_string()),
+                    version: r.version,
+                })
+            })
+            .collect()
     }
 
     /// Everything so far is in a checkpoint (and its alerts were published before).
@@ -753,6 +841,19 @@ fn alert_id(event_id: &str, model: &str) -> String {
     bytes.push(0);
     bytes.extend_from_slice(model.as_bytes());
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
+}
+
+/// One record as the mirrors write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Collection or table.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// The document as JSON text; `None` once deleted.
+    pub doc: Option<String>,
+    /// The record's version: a mirror never replaces a higher one.
+    pub version: u64,
 }
 
 /// What changed since the last checkpoint write (written by `sink::checkpoint`).

@@ -88,7 +88,7 @@ async fn record(State(api): State<Api>, Path((collection, key)): Path<(String, S
     match lock(&api.core).record(&collection, &key) {
         // The per-model fingerprints are the sink's business.
         Some(r) => Json(json!({"doc": r.doc, "version": r.version, "last_id": r.last_id, "ts_ms": r.ts_ms,
-                               "cluster_time": r.cluster_time}))
+                               "cluster_time": r.position}))
         .into_response(),
         None => not_found("no such record"),
     }

@@ -18,10 +18,13 @@ pub mod checkpoint;
 mod consumer;
 pub mod core;
 pub mod dashboard;
+pub mod decode;
 pub mod encoder;
 pub mod features;
 pub mod http;
 pub mod learner;
+pub mod pg_mirror;
+pub mod redis_mirror;
 pub mod spec;
 pub mod stats;
 
@@ -95,6 +98,7 @@ impl Sink {
         let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
         let mut core = load_core(&settings, &mut file)?;
         core.analytics_mut().configure(&settings.analytics);
+        core.set_decoder(settings.decoder.clone());
         let board = Board::new(&core);
         Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
     }
@@ -135,7 +139,9 @@ impl Sink {
                 .into_future(),
         );
 
-        let mut consumer = Consumer { settings, topology, file, core, rabbit, board };
+        let mirrors = consumer::Mirrors::new(&settings, &topology.queue)?;
+        let mut consumer =
+            Consumer { settings, topology, file, core, rabbit, board, mirrors: tokio::sync::Mutex::new(mirrors) };
         let result = consumer.supervise(&shutdown).await;
         http_stop.cancel();
         let _ = server.await;

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use self::spec::{AggregateSpec, Func};
+use super::decode::Change;
 use super::features::{Capture, FieldPlan, Raw};
-use crate::event::{ChangeEventRef, Op};
+use crate::event::Op;
 
 /// Windows kept per aggregate, the open ones included: an hour of one-minute windows.
 pub const HISTORY: usize = 60;
@@ -306,12 +307,12 @@ impl Analytics {
 
     /// Count an event being applied. `held` is the document the sink holds for its key (read
     /// only for a delete without `before`).
-    pub fn observe(&mut self, ev: &ChangeEventRef<'_>, held: Option<&RawValue>) {
+    pub fn observe(&mut self, ev: &Change<'_>, held: Option<&RawValue>) {
         let doc = match ev.op {
-            Op::Delete => ev.before.or(held),
-            _ => ev.after,
+            Op::Delete => ev.before.as_deref().or(held),
+            _ => ev.after.as_deref(),
         };
-        self.count(&ev.source.collection, ev.op, ev.ts_ms, doc.map(RawValue::get));
+        self.count(&ev.collection, ev.op, ev.ts_ms, doc.map(RawValue::get));
     }
 
     /// Count one event of `collection` at `ts_ms`, its measures read from `doc`.
