@@ -98,6 +98,8 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
             ..Default::default()
         },
         bridge_url: bridge.http_addr.map(|a| format!("http://{a}")),
+        rules: Vec::new(),
+        schema_warmup: crate::sink::schema::DEFAULT_SCHEMA_WARMUP,
     };
 
     drive(plan, &Mongo::shared(&mongo_env.mongo_database_host), bridge, sink).await
@@ -263,7 +265,8 @@ fn customer(rng: &mut SmallRng, id: u64) -> Document {
 
 fn quality(s: &Stats) -> String {
     use crate::ml::MetricSummary;
-    match (&s.model.stats.progressive, &s.model.stats.rolling_1000) {
+    let Some(m) = s.model.stats.supervised() else { return String::new() };
+    match (&m.progressive, &m.rolling_1000) {
         (
             MetricSummary::Classification { accuracy: Some(p), .. },
             MetricSummary::Classification { accuracy: Some(r), .. },

@@ -22,6 +22,8 @@ pub mod encoder;
 pub mod features;
 pub mod http;
 pub mod learner;
+pub mod rules;
+pub mod schema;
 pub mod spec;
 pub mod stats;
 
@@ -95,6 +97,7 @@ impl Sink {
         let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
         let mut core = load_core(&settings, &mut file)?;
         core.analytics_mut().configure(&settings.analytics);
+        core.configure_alerts(settings.rules.clone(), settings.schema_warmup);
         let board = Board::new(&core);
         Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
     }
