@@ -238,7 +238,9 @@ impl AnomalyDetector {
         };
         let past = match (&self.threshold, &self.quantile) {
             (Threshold::Fixed(t), _) => score >= *t,
-            (Threshold::Quantile(_), Some(q)) => q.get().is_some_and(|t| score >= t),
+            // As River's `QuantileFilter.classify` (`score >= (quantile or inf)`): a quantile
+            // of 0, all the first window's scores, is no threshold yet.
+            (Threshold::Quantile(_), Some(q)) => q.get().filter(|&t| t != 0.0).is_some_and(|t| score >= t),
             (Threshold::Quantile(_), None) => false,
         };
         let alert = past && self.trained >= self.warmup;
