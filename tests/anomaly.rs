@@ -96,9 +96,11 @@ async fn the_orders_stream_alerts_at_the_reference_f1_through_the_pipeline() {
     let models = state.path().join("models.toml");
     std::fs::write(&models, MODELS).unwrap();
     let benv = Env::bridge(&mongo.uri(), &db, &queue);
-    let senv = sink_env(&queue, &state.path().join("s"), "", "")
+    let mut senv = sink_env(&queue, &state.path().join("s"), "", "")
         .set("SINK_MODELS", &models.to_string_lossy())
         .set("SINK_SCHEMA_WARMUP", "100000");
+    senv.vars.remove("SINK_FEATURES");
+    senv.vars.remove("SINK_LABEL");
     let mut bridge = start_bridge(&client, &benv).await;
     let mut sink = start_sink(&senv).await;
 
@@ -212,7 +214,8 @@ async fn rules_fire_on_their_edge_and_a_type_change_alerts_once() {
         "{a}"
     );
     let schema = sink_get(&senv, "/schema").await.unwrap();
-    assert_eq!(schema["orders"]["fields"]["quantity"], json!({"number": 10, "string": 2}), "{schema}");
+    // Counted per change seen: ten inserts and six updates with a number, two with a string.
+    assert_eq!(schema["orders"]["fields"]["quantity"], json!({"number": 16, "string": 2}), "{schema}");
 
     // The same alerts on the queue, each with its id as message id.
     let n = alerts.as_array().unwrap().len();
@@ -269,7 +272,9 @@ async fn after_a_kill_9_every_alert_id_still_arrives() {
         ids.clear();
         for m in got {
             let a = m.json();
-            assert_eq!(a["kind"], "rule", "{a}");
+            if a["kind"] != "rule" {
+                continue; // the anomaly model beside the rule alerts too
+            }
             ids.entry(a["key"].as_str().unwrap().to_string()).or_default().insert(a["id"].as_str().unwrap().into());
         }
         ids.len() >= want.len()
