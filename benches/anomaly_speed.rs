@@ -71,13 +71,7 @@ fn main() {
     println!("{:<18} {:>14.0} {:>16} {:>16}", "baseline (linear)", baseline, "1.00x", "");
     for kind in [AnomalyKind::HalfSpaceTrees, AnomalyKind::RandomCutForest] {
         let per_s = median((0..runs).map(|_| anomaly_pass(kind, &rows)).collect());
-        println!(
-            "{:<18} {:>14.0} {:>15.2}x {:>15.1}x",
-            kind.name(),
-            per_s,
-            per_s / baseline,
-            per_s / river_per_s
-        );
+        println!("{:<18} {:>14.0} {:>15.2}x {:>15.1}x", kind.name(), per_s, per_s / baseline, per_s / river_per_s);
     }
     println!("River {} MinMaxScaler | HalfSpaceTrees: {river_per_s:.0} samples/s (recorded)", figures["river"]);
 }

@@ -663,7 +663,9 @@ fn alert_rules(
                 "is set, and the SINK_MODELS file has [[rule]] tables: declare the rules in one place",
             ));
         }
-        (Some(text), true) => (rules::parse_rules(text).map_err(|e| ConfigError::invalid("SINK_ALERT_RULES", e))?, "SINK_ALERT_RULES"),
+        (Some(text), true) => {
+            (rules::parse_rules(text).map_err(|e| ConfigError::invalid("SINK_ALERT_RULES", e))?, "SINK_ALERT_RULES")
+        }
         (None, _) => (from_file, "SINK_MODELS"),
     };
     let known: Option<Vec<String>> = match env.mongo_collections.as_deref().map(split_list) {
@@ -678,7 +680,11 @@ fn alert_rules(
             if let Some(c) = r.collection.as_deref().filter(|c| !known.iter().any(|k| k == c)) {
                 return Err(ConfigError::invalid(
                     var,
-                    format!("rule `{}` names collection `{c}`, which is not watched (known: {})", r.name, known.join(", ")),
+                    format!(
+                        "rule `{}` names collection `{c}`, which is not watched (known: {})",
+                        r.name,
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -806,12 +812,18 @@ fn shorthand_model(env: &SinkEnv) -> Result<crate::sink::spec::ModelSpec, Config
     let label = env.sink_label.as_deref().unwrap_or("").trim().to_string();
     if anomaly {
         if !label.is_empty() {
-            return Err(ConfigError::invalid("SINK_LABEL", "is set, but an anomaly model (SINK_TASK=anomaly) has no label: unset it"));
+            return Err(ConfigError::invalid(
+                "SINK_LABEL",
+                "is set, but an anomaly model (SINK_TASK=anomaly) has no label: unset it",
+            ));
         }
         let kind = match env.sink_model.as_deref() {
             None => crate::ml::AnomalyKind::HalfSpaceTrees,
             Some(k) => crate::ml::AnomalyKind::parse(k).ok_or_else(|| {
-                ConfigError::invalid("SINK_MODEL", format!("`{}` is not an anomaly model (use half_space_trees or random_cut_forest)", k.trim()))
+                ConfigError::invalid(
+                    "SINK_MODEL",
+                    format!("`{}` is not an anomaly model (use half_space_trees or random_cut_forest)", k.trim()),
+                )
             })?,
         };
         let threshold = match env.sink_anomaly_threshold.as_deref() {

@@ -221,7 +221,8 @@ async fn rules_fire_on_their_edge_and_a_type_change_alerts_once() {
     let n = alerts.as_array().unwrap().len();
     let got = consume_until("/", &format!("{queue}.alerts"), LIMIT, |got| got.len() >= n).await;
     let ids: BTreeSet<String> = got.iter().map(|m| m.props.message_id().as_ref().unwrap().to_string()).collect();
-    let served: BTreeSet<String> = alerts.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().into()).collect();
+    let served: BTreeSet<String> =
+        alerts.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().into()).collect();
     assert_eq!(ids, served);
 
     // The schema survives a restart: the change is not raised again.
@@ -251,7 +252,8 @@ async fn after_a_kill_9_every_alert_id_still_arrives() {
     let mut sink = start_sink(&senv).await;
     let coll = client.database(&db).collection::<Document>("orders");
     // Every tenth order is big: N / 10 rule alerts, one per key.
-    let docs: Vec<Document> = (0..N).map(|i| doc! {"_id": i, "amount": if i % 10 == 0 { 1000 } else { i % 900 }}).collect();
+    let docs: Vec<Document> =
+        (0..N).map(|i| doc! {"_id": i, "amount": if i % 10 == 0 { 1000 } else { i % 900 }}).collect();
     let inserter = {
         let coll = coll.clone();
         tokio::spawn(async move {
@@ -293,10 +295,7 @@ async fn after_a_kill_9_every_alert_id_still_arrives() {
 #[tokio::test]
 async fn a_rule_that_does_not_parse_is_one_line_and_a_failed_start() {
     let state = tempfile::tempdir().unwrap();
-    for (rules, needle) in [
-        ("big: amount >", "SINK_ALERT_RULES"),
-        ("big@nowhere: amount > 1", "nowhere"),
-    ] {
+    for (rules, needle) in [("big: amount >", "SINK_ALERT_RULES"), ("big@nowhere: amount > 1", "nowhere")] {
         let env = rules_env(&unique("q_badrule"), state.path(), rules).set("MONGO_COLLECTIONS", "orders");
         let mut p = Proc::start(&["sink"], &env);
         let status = p.wait(Duration::from_secs(30)).await;

@@ -221,10 +221,16 @@ fn tokens(s: &str) -> Result<Vec<Tok>, String> {
             let end = cs[i + 1..].iter().position(|&d| d == c).ok_or("a string is not closed")?;
             out.push(Tok::Lit(Value::String(cs[i + 1..i + 1 + end].iter().collect())));
             i += end + 2;
-        } else if c.is_ascii_digit() || ((c == '-' || c == '+' || c == '.') && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.')) {
+        } else if c.is_ascii_digit()
+            || ((c == '-' || c == '+' || c == '.') && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.'))
+        {
             let start = i;
             i += 1;
-            while i < cs.len() && (cs[i].is_ascii_alphanumeric() || cs[i] == '.' || ((cs[i] == '-' || cs[i] == '+') && matches!(cs[i - 1], 'e' | 'E'))) {
+            while i < cs.len()
+                && (cs[i].is_ascii_alphanumeric()
+                    || cs[i] == '.'
+                    || ((cs[i] == '-' || cs[i] == '+') && matches!(cs[i - 1], 'e' | 'E')))
+            {
                 i += 1;
             }
             let text: String = cs[start..i].iter().collect();

@@ -90,7 +90,11 @@ fn walk(
             Some(n) => *n += 1,
             None => {
                 if warm {
-                    changes.push(SchemaChange { field: path.clone(), was: types.keys().cloned().collect(), now: t.into() });
+                    changes.push(SchemaChange {
+                        field: path.clone(),
+                        was: types.keys().cloned().collect(),
+                        now: t.into(),
+                    });
                 }
                 types.insert(t.to_string(), 1);
             }

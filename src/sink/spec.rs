@@ -81,7 +81,12 @@ impl ModelSpec {
     }
 
     /// An anomaly model named [`DEFAULT_MODEL`]: the shorthand's with `SINK_TASK=anomaly`.
-    pub fn anomaly(kind: AnomalyKind, features: Vec<FeatureSpec>, collections: Vec<String>, threshold: Threshold) -> Self {
+    pub fn anomaly(
+        kind: AnomalyKind,
+        features: Vec<FeatureSpec>,
+        collections: Vec<String>,
+        threshold: Threshold,
+    ) -> Self {
         Self {
             anomaly: Some(AnomalySpec { kind, threshold, warmup: None }),
             ..Self::single(Task::Classification, ModelKind::Linear, features, String::new(), collections)
@@ -332,8 +337,9 @@ fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
     if is_anomaly {
         let kind = match kind_text.as_deref() {
             None => Ok(AnomalyKind::HalfSpaceTrees),
-            Some(k) => AnomalyKind::parse(k)
-                .ok_or_else(|| format!("kind `{k}` is unknown for task anomaly (use half_space_trees or random_cut_forest)")),
+            Some(k) => AnomalyKind::parse(k).ok_or_else(|| {
+                format!("kind `{k}` is unknown for task anomaly (use half_space_trees or random_cut_forest)")
+            }),
         };
         let threshold = match t.get("threshold") {
             None => Ok(Threshold::default()),
@@ -357,8 +363,13 @@ fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
             }
         }
     }
-    let task = if is_anomaly { Ok(Task::Classification) } else { task_text.map_or(Ok(Task::Classification), |s| parse_task(&s)) };
-    let kind = if is_anomaly { Ok(ModelKind::Linear) } else { kind_text.map_or(Ok(ModelKind::Linear), |s| parse_kind(&s)) };
+    let task = if is_anomaly {
+        Ok(Task::Classification)
+    } else {
+        task_text.map_or(Ok(Task::Classification), |s| parse_task(&s))
+    };
+    let kind =
+        if is_anomaly { Ok(ModelKind::Linear) } else { kind_text.map_or(Ok(ModelKind::Linear), |s| parse_kind(&s)) };
     let (task, kind) = match (task, kind) {
         (Ok(t), Ok(k)) => (t, k),
         (t, k) => {
@@ -434,7 +445,9 @@ pub fn rules_from_toml(text: &str) -> Result<Vec<super::rules::Rule>, Vec<String
     let (mut rules, mut mistakes): (Vec<super::rules::Rule>, Vec<String>) = (Vec::new(), Vec::new());
     for (i, t) in tables.iter().enumerate() {
         let get = |k: &str| t.get(k).and_then(toml::Value::as_str);
-        if let Some(key) = t.as_table().and_then(|t| t.keys().find(|k| !["name", "collection", "when"].contains(&k.as_str()))) {
+        if let Some(key) =
+            t.as_table().and_then(|t| t.keys().find(|k| !["name", "collection", "when"].contains(&k.as_str())))
+        {
             mistakes.push(format!("rule {}: unknown key `{key}` (use name, collection, when)", i + 1));
             continue;
         }
@@ -443,7 +456,9 @@ pub fn rules_from_toml(text: &str) -> Result<Vec<super::rules::Rule>, Vec<String
             continue;
         };
         match super::rules::Rule::from_parts(name, get("collection"), when) {
-            Ok(r) if rules.iter().any(|o| o.name == r.name) => mistakes.push(format!("rule `{name}` is declared twice")),
+            Ok(r) if rules.iter().any(|o| o.name == r.name) => {
+                mistakes.push(format!("rule `{name}` is declared twice"))
+            }
             Ok(r) => rules.push(r),
             Err(e) => mistakes.push(e),
         }
@@ -542,6 +557,35 @@ label = "monthly_spend"
         assert_eq!(spend.differs_from(&spend.clone()), None);
         let other = ModelSpec { label: "x".into(), ..spend.clone() };
         assert_eq!(spend.differs_from(&other), Some(("label", "x".to_string())));
+    }
+
+    #[test]
+    fn anomaly_models_and_rule_tables() {
+        let text = r#"
+[[model]]
+name = "odd"
+task = "anomaly"
+kind = "random_cut_forest"
+features = ["price", "quantity"]
+threshold = "0.8"
+warmup = 10
+
+[[rule]]
+name = "big"
+collection = "orders"
+when = "price > 100"
+"#;
+        let specs = from_toml(text).unwrap();
+        let a = specs[0].anomaly.unwrap();
+        assert_eq!((a.kind, a.threshold, a.warmup), (AnomalyKind::RandomCutForest, Threshold::Fixed(0.8), Some(10)));
+        assert_eq!((specs[0].task_name(), specs[0].kind_name()), ("anomaly", "random_cut_forest"));
+        let rules = rules_from_toml(text).unwrap();
+        assert_eq!((rules[0].name.as_str(), rules[0].collection.as_deref()), ("big", Some("orders")));
+        let bad = "[[model]]\nname = \"o\"\ntask = \"anomaly\"\nkind = \"linear\"\nfeatures = [\"p\"]\nthreshold = \"quantile:7\"\n";
+        let mistakes = from_toml(bad).unwrap_err();
+        assert_eq!(mistakes.len(), 2, "{mistakes:#?}");
+        assert!(mistakes[0].contains("unknown for task anomaly") && mistakes[1].contains("quantile"), "{mistakes:#?}");
+        assert!(rules_from_toml("[[rule]]\nname = \"r\"\nwhen = \"x >\"\n").unwrap_err()[0].starts_with("rule `r`"));
     }
 
     #[test]

@@ -140,10 +140,8 @@ impl Board {
         counter("sink_model_trained_total", "Samples the default model learned.", s.model.stats.trained());
         gauge("sink_records", "Live records held.", s.records as f64);
         let default = s.model.stats.supervised();
-        for (window, summary) in default
-            .map(|m| [("progressive", &m.progressive), ("rolling_1000", &m.rolling_1000)])
-            .into_iter()
-            .flatten()
+        for (window, summary) in
+            default.map(|m| [("progressive", &m.progressive), ("rolling_1000", &m.rolling_1000)]).into_iter().flatten()
         {
             for (key, value) in summary_fields(summary) {
                 gauge(&format!("sink_model_{window}_{key}"), &format!("{window} {key} of the default model."), value);

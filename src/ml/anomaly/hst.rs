@@ -122,8 +122,9 @@ impl HalfSpaceTrees {
                 depth += 1;
             }
         }
-        let max_score =
-            self.params.n_trees as f64 * self.params.window_size as f64 * ((1u64 << (self.params.height + 1)) - 1) as f64;
+        let max_score = self.params.n_trees as f64
+            * self.params.window_size as f64
+            * ((1u64 << (self.params.height + 1)) - 1) as f64;
         1.0 - score / max_score
     }
 

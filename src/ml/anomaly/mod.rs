@@ -94,7 +94,7 @@ impl std::fmt::Display for Threshold {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Family {
     HalfSpaceTrees(HalfSpaceTrees),
-    RandomCutForest(RandomCutForest),
+    RandomCutForest(Box<RandomCutForest>),
 }
 
 /// What scoring one sample gave.
@@ -184,9 +184,9 @@ impl AnomalyDetector {
                 if p.sample_size < 2 {
                     return Err(MlError::Param { param: "sample_size", reason: "must be at least 2" });
                 }
-                let f = RandomCutForest::new(dims, p)
-                    .map_err(|reason| MlError::Params { kind: kind.name(), reason })?;
-                (Family::RandomCutForest(f), p.sample_size as u64)
+                let f =
+                    RandomCutForest::new(dims, p).map_err(|reason| MlError::Params { kind: kind.name(), reason })?;
+                (Family::RandomCutForest(Box::new(f)), p.sample_size as u64)
             }
         };
         let quantile = match threshold {
