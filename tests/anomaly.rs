@@ -181,17 +181,24 @@ async fn rules_fire_on_their_edge_and_a_type_change_alerts_once() {
     coll.insert_many(docs).await.unwrap();
     wait_stats(&senv, "the inserts applied", LIMIT, |s| s["events_applied"] == json!(10)).await;
     // 0 becomes big; 2 stays big; 3 changes an unrelated field; 1 stops being bulk, then
-    // is bulk again.
-    coll.update_one(doc! {"_id": 0}, doc! {"$set": {"amount": 20_000}}).await.unwrap();
-    coll.update_one(doc! {"_id": 2}, doc! {"$set": {"amount": 16_000}}).await.unwrap();
-    coll.update_one(doc! {"_id": 2}, doc! {"$set": {"amount": 17_000}}).await.unwrap();
-    coll.update_one(doc! {"_id": 3}, doc! {"$set": {"status": "paid"}}).await.unwrap();
-    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"status": "paid"}}).await.unwrap();
-    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"status": "new"}}).await.unwrap();
-    // One field changes type on one document, then the same change on another.
-    coll.update_one(doc! {"_id": 5}, doc! {"$set": {"quantity": "many"}}).await.unwrap();
-    coll.update_one(doc! {"_id": 6}, doc! {"$set": {"quantity": "lots"}}).await.unwrap();
-    wait_stats(&senv, "the updates applied", LIMIT, |s| s["events_applied"] == json!(18)).await;
+    // is bulk again; then one field changes type on one document, and the same change on
+    // another. Each update is applied before the next: an update event carries the document
+    // as looked up when read, so back-to-back updates of one key could both carry the last.
+    let updates = [
+        (0, doc! {"amount": 20_000}),
+        (2, doc! {"amount": 16_000}),
+        (2, doc! {"amount": 17_000}),
+        (3, doc! {"status": "paid"}),
+        (1, doc! {"status": "paid"}),
+        (1, doc! {"status": "new"}),
+        (5, doc! {"quantity": "many"}),
+        (6, doc! {"quantity": "lots"}),
+    ];
+    for (n, (id, set)) in updates.into_iter().enumerate() {
+        coll.update_one(doc! {"_id": id}, doc! {"$set": set}).await.unwrap();
+        let applied = json!(11 + n);
+        wait_stats(&senv, "the update applied", LIMIT, |s| s["events_applied"] == applied).await;
+    }
 
     let alerts = sink_get(&senv, "/alerts").await.unwrap();
     let mut fired: Vec<(String, String)> = alerts_of(&alerts, "rule")
