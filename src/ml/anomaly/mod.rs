@@ -234,7 +234,7 @@ impl AnomalyDetector {
         }));
         let score = match &mut self.family {
             Family::HalfSpaceTrees(m) => m.score(&self.x, &mut self.attribution),
-            Family::RandomCutForest(m) => m.score(&self.x, &mut self.attribution),
+            Family::RandomCutForest(m) => m.score(&self.x),
         };
         let past = match (&self.threshold, &self.quantile) {
             (Threshold::Fixed(t), _) => score >= *t,
@@ -244,6 +244,9 @@ impl AnomalyDetector {
             (Threshold::Quantile(_), None) => false,
         };
         let alert = past && self.trained >= self.warmup;
+        if let (true, Family::RandomCutForest(m)) = (alert, &mut self.family) {
+            m.attribute(&self.x, &mut self.attribution);
+        }
         match &mut self.family {
             Family::HalfSpaceTrees(m) => m.learn(&self.x),
             Family::RandomCutForest(m) => m.learn(&self.x),

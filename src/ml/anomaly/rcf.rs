@@ -89,20 +89,25 @@ impl RandomCutForest {
         }
     }
 
-    /// The score of `x` in [0, 1), and each column's share of it.
-    pub fn score(&mut self, x: &[f64], attribution: &mut Vec<f64>) -> f64 {
-        attribution.clear();
+    /// The score of `x` in [0, 1) (0 until the forest is ready).
+    pub fn score(&mut self, x: &[f64]) -> f64 {
         self.load(x);
         if !self.forest.is_ready() {
-            attribution.resize(x.len(), 0.0);
             return 0.0;
         }
         let s = self.forest.score(&self.point).unwrap_or(0.0);
-        match self.forest.attribution(&self.point) {
-            Ok(a) => attribution.extend(a.into_iter().map(|a| a.total())),
-            Err(_) => attribution.resize(x.len(), 0.0),
-        }
         s / (1.0 + s)
+    }
+
+    /// Each column's share of the score of `x` (asked for alerts only: it walks every tree
+    /// again).
+    pub fn attribute(&mut self, x: &[f64], attribution: &mut Vec<f64>) {
+        attribution.clear();
+        self.load(x);
+        match self.forest.attribution(&self.point) {
+            Ok(a) if self.forest.is_ready() => attribution.extend(a.into_iter().map(|a| a.total())),
+            _ => attribution.resize(x.len(), 0.0),
+        }
     }
 
     /// Learn `x`.
