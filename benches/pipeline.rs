@@ -829,7 +829,7 @@ fn sink_apply(bodies: &[Vec<u8>], kind: ModelKind) -> f64 {
     let secs = start.elapsed().as_secs_f64();
     let stats = core.stats();
     assert_eq!(stats.counters.events_applied, bodies.len() as u64);
-    assert_eq!(stats.model.stats.trained, bodies.len() as u64);
+    assert_eq!(stats.model.stats.trained(), bodies.len() as u64);
     bodies.len() as f64 / secs
 }
 

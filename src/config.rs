@@ -546,6 +546,19 @@ pub struct SinkEnv {
     /// `SINK_REDIS_URL`: mirror `/stats` and the alerts into this Redis.
     #[serde(default)]
     pub sink_redis_url: Option<String>,
+    /// `SINK_ANOMALY_THRESHOLD`: with `SINK_TASK=anomaly`, `quantile:Q` (default quantile:0.99)
+    /// or a fixed score in [0, 1].
+    #[serde(default)]
+    pub sink_anomaly_threshold: Option<String>,
+    /// `SINK_ALERT_RULES`: `name[@collection]: expression` rules separated by `;`.
+    #[serde(default)]
+    pub sink_alert_rules: Option<String>,
+    /// `SINK_SCHEMA_WARMUP`: events per collection before a new field or type alerts.
+    #[serde(default = "default_schema_warmup")]
+    pub sink_schema_warmup: u64,
+    /// `MONGO_COLLECTIONS` (the bridge's): when set, the collections a rule may name.
+    #[serde(default)]
+    pub mongo_collections: Option<String>,
 }
 
 /// A connection string that may hold a password: its `Debug` and `Display` hide it.
@@ -592,6 +605,10 @@ pub struct MirrorSettings {
     pub redis_url: Option<SecretUrl>,
 }
 
+fn default_schema_warmup() -> u64 {
+    crate::sink::schema::DEFAULT_SCHEMA_WARMUP
+}
+
 /// Everything `mongo-cdc sink` needs, validated.
 #[derive(Clone, Debug)]
 pub struct SinkSettings {
@@ -621,6 +638,10 @@ pub struct SinkSettings {
     pub decoder: crate::sink::decode::Decoder,
     /// The PostgreSQL and Redis mirrors.
     pub mirrors: MirrorSettings,
+    /// The declared alert rules (`SINK_ALERT_RULES` or the models file's `[[rule]]` tables).
+    pub rules: Vec<crate::sink::rules::Rule>,
+    /// `SINK_SCHEMA_WARMUP`.
+    pub schema_warmup: u64,
 }
 
 impl SinkSettings {
@@ -681,6 +702,7 @@ impl SinkSettings {
         let bridge_url = bridge_url(env.sink_bridge_url.as_deref())?;
         let decoder = decoder(&env)?;
         let mirrors = mirrors(&env)?;
+        let rules = alert_rules(&env, file, &models)?;
         Ok(Self {
             rabbit,
             models,
@@ -695,6 +717,8 @@ impl SinkSettings {
             bridge_url,
             decoder,
             mirrors,
+            rules,
+            schema_warmup: env.sink_schema_warmup,
         })
     }
 }
@@ -730,6 +754,62 @@ fn mirrors(env: &SinkEnv) -> Result<MirrorSettings, ConfigError> {
         return Err(ConfigError::invalid("SINK_REDIS_URL", format!("`{url}` is not a Redis URL: {e}")));
     }
     Ok(MirrorSettings { postgres_url, postgres_schema: schema.to_string(), redis_url })
+}
+
+/// The rules from `SINK_ALERT_RULES` or the models file's `[[rule]]` tables (one place, not
+/// both). A rule naming a collection must name one the bridge watches (`MONGO_COLLECTIONS`,
+/// when set) and, when every model is limited to some collections and no list of the
+/// bridge's is known, one of those.
+fn alert_rules(
+    env: &SinkEnv,
+    models_file: Option<&str>,
+    models: &[crate::sink::spec::ModelSpec],
+) -> Result<Vec<crate::sink::rules::Rule>, ConfigError> {
+    use crate::sink::{rules, spec};
+    let from_env = env.sink_alert_rules.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let from_file = match models_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::invalid("SINK_MODELS", format!("cannot read `{path}`: {e}")))?;
+            spec::rules_from_toml(&text)
+                .map_err(|m| ConfigError::invalid("SINK_MODELS", format!("in `{path}`: {}", m.join("; "))))?
+        }
+        None => Vec::new(),
+    };
+    let (rules, var) = match (from_env, from_file.is_empty()) {
+        (Some(_), false) => {
+            return Err(ConfigError::invalid(
+                "SINK_ALERT_RULES",
+                "is set, and the SINK_MODELS file has [[rule]] tables: declare the rules in one place",
+            ));
+        }
+        (Some(text), true) => {
+            (rules::parse_rules(text).map_err(|e| ConfigError::invalid("SINK_ALERT_RULES", e))?, "SINK_ALERT_RULES")
+        }
+        (None, _) => (from_file, "SINK_MODELS"),
+    };
+    let known: Option<Vec<String>> = match env.mongo_collections.as_deref().map(split_list) {
+        Some(list) if !list.is_empty() => Some(list),
+        _ if !models.is_empty() && models.iter().all(|m| !m.collections.is_empty()) => {
+            Some(models.iter().flat_map(|m| m.collections.iter().cloned()).collect())
+        }
+        _ => None,
+    };
+    if let Some(known) = known {
+        for r in &rules {
+            if let Some(c) = r.collection.as_deref().filter(|c| !known.iter().any(|k| k == c)) {
+                return Err(ConfigError::invalid(
+                    var,
+                    format!(
+                        "rule `{}` names collection `{c}`, which is not watched (known: {})",
+                        r.name,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(rules)
 }
 
 /// The aggregates from `SINK_AGGREGATES` or the models file's `[[aggregate]]` tables (one
@@ -831,7 +911,12 @@ fn models_file(path: &str, env: &SinkEnv) -> Result<Vec<crate::sink::spec::Model
 fn shorthand_model(env: &SinkEnv) -> Result<crate::sink::spec::ModelSpec, ConfigError> {
     use crate::sink::features::FeatureSpec;
     use crate::sink::spec::{self, ModelSpec};
-    let task = spec::parse_task(&env.sink_task).map_err(|e| ConfigError::invalid("SINK_TASK", e))?;
+    let anomaly = env.sink_task.trim() == "anomaly";
+    let task = if anomaly {
+        crate::ml::Task::Classification
+    } else {
+        spec::parse_task(&env.sink_task).map_err(|e| ConfigError::invalid("SINK_TASK", e))?
+    };
     let features = split_list(env.sink_features.as_deref().unwrap_or(""));
     if features.is_empty() {
         return Err(ConfigError::missing(
@@ -845,6 +930,32 @@ fn shorthand_model(env: &SinkEnv) -> Result<crate::sink::spec::ModelSpec, Config
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::invalid("SINK_FEATURES", e))?;
     let label = env.sink_label.as_deref().unwrap_or("").trim().to_string();
+    if anomaly {
+        if !label.is_empty() {
+            return Err(ConfigError::invalid(
+                "SINK_LABEL",
+                "is set, but an anomaly model (SINK_TASK=anomaly) has no label: unset it",
+            ));
+        }
+        let kind = match env.sink_model.as_deref() {
+            None => crate::ml::AnomalyKind::HalfSpaceTrees,
+            Some(k) => crate::ml::AnomalyKind::parse(k).ok_or_else(|| {
+                ConfigError::invalid(
+                    "SINK_MODEL",
+                    format!("`{}` is not an anomaly model (use half_space_trees or random_cut_forest)", k.trim()),
+                )
+            })?,
+        };
+        let threshold = match env.sink_anomaly_threshold.as_deref() {
+            None => crate::ml::Threshold::default(),
+            Some(t) => crate::ml::Threshold::parse(t).map_err(|e| ConfigError::invalid("SINK_ANOMALY_THRESHOLD", e))?,
+        };
+        let model = ModelSpec::anomaly(kind, features, split_list(&env.sink_collections), threshold);
+        if let Some(m) = model.mistakes().into_iter().next() {
+            return Err(ConfigError::invalid("SINK_FEATURES", m));
+        }
+        return Ok(model);
+    }
     if label.is_empty() {
         return Err(ConfigError::missing("SINK_LABEL", "name the label field"));
     }

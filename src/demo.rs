@@ -100,6 +100,8 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         bridge_url: bridge.http_addr.map(|a| format!("http://{a}")),
         decoder: Default::default(),
         mirrors: Default::default(),
+        rules: Vec::new(),
+        schema_warmup: crate::sink::schema::DEFAULT_SCHEMA_WARMUP,
     };
 
     drive(plan, &Mongo::shared(&mongo_env.mongo_database_host), bridge, sink).await
@@ -265,7 +267,8 @@ fn customer(rng: &mut SmallRng, id: u64) -> Document {
 
 fn quality(s: &Stats) -> String {
     use crate::ml::MetricSummary;
-    match (&s.model.stats.progressive, &s.model.stats.rolling_1000) {
+    let Some(m) = s.model.stats.supervised() else { return String::new() };
+    match (&m.progressive, &m.rolling_1000) {
         (
             MetricSummary::Classification { accuracy: Some(p), .. },
             MetricSummary::Classification { accuracy: Some(r), .. },

@@ -19,6 +19,7 @@
 //! nominal multiway splits, naive-Bayes-adaptive leaves, JSON labels discovered online, or a
 //! serde checkpoint that restores a model to continue identically.
 
+pub mod anomaly;
 mod drift;
 mod error;
 mod forest;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap}
 use serde_json::Value;
 use smallvec::SmallVec;
 
+pub use anomaly::{AnomalyDetector, AnomalyKind, AnomalyScore, AnomalyStats, Threshold};
 pub use drift::{Adwin, DetectorConfig, DriftDetector, PageHinkley};
 pub use error::MlError;
 pub use forest::{Aggregation, Forest, ForestParams};

@@ -1,4 +1,4 @@
-//! Drift alerts to RabbitMQ: the durable queue `<queue>.alerts`, declared by the sink, and a
+//! Alerts (anomaly, rule, schema, drift) to RabbitMQ: the durable queue `<queue>.alerts`, declared by the sink, and a
 //! confirming publisher for it. Each alert is one persistent JSON message whose
 //! `message_id` is the alert's id, so consumers can drop the repeats at-least-once delivery
 //! allows.
@@ -68,7 +68,7 @@ impl AlertPublisher {
             confirmed(c).await?;
         }
         if !alerts.is_empty() {
-            tracing::info!(queue = %self.queue, alerts = alerts.len(), "published drift alerts");
+            tracing::info!(queue = %self.queue, alerts = alerts.len(), "published alerts");
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ use super::analytics::{Analytics, AnalyticsDelta, AnalyticsDeltaRef};
 use super::decode::{Change, Decoded, Decoder, Delivery, Position, Skipped, Truncate};
 use super::features::{Capture, FieldPlan};
 use super::learner::{Decision, Learner, ModelReport};
+use super::rules::Rule;
+use super::schema::{DEFAULT_SCHEMA_WARMUP, Schemas};
 use super::spec::{DEFAULT_MODEL, ModelSpec};
 use crate::event::{ControlEvent, Op, Phase};
 use crate::ml::{MlError, Prediction};
@@ -100,6 +102,15 @@ pub struct Counters {
     /// Tables emptied by a truncate (Debezium PostgreSQL's `t`).
     #[serde(default)]
     pub truncates: u64,
+    /// Anomaly alerts, all anomaly models together.
+    #[serde(default)]
+    pub anomaly_alerts: u64,
+    /// Rule alerts, all rules together.
+    #[serde(default)]
+    pub rule_alerts: u64,
+    /// Schema change alerts.
+    #[serde(default)]
+    pub schema_alerts: u64,
 }
 
 /// Messages skipped because they carry no change, by kind.
@@ -115,20 +126,47 @@ pub struct Ignored {
     pub other: u64,
 }
 
-/// A drift detection, as `/alerts` serves it and `<queue>.alerts` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An alert, as `/alerts` serves it and `<queue>.alerts` carries it: `kind` (`anomaly`,
+/// `rule`, `schema` or `drift`), `id` and `ts_ms` always; the rest per kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Always `drift`.
+    /// `anomaly`, `rule`, `schema` or `drift`.
     pub kind: String,
-    /// The model whose error rose.
-    pub model: String,
-    /// Samples the model had learned when the detector fired (this one included).
-    pub trained: u64,
-    /// `ts_ms` of the event that triggered it.
-    pub ts_ms: i64,
-    /// Derived from the event's id and the model's name, so seeing the event again (after a
-    /// crash) gives the same id: consumers dedupe on it.
+    /// Derived from the event's id and what raised it (model, rule, field and type), so
+    /// seeing the event again (after a crash) gives the same id: consumers dedupe on it.
     pub id: String,
+    /// `ts_ms` of the event that raised it.
+    pub ts_ms: i64,
+    /// The record's collection (anomaly, rule, schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// The record's key (anomaly, rule, schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The model (anomaly, drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Samples the model had learned when the detector fired, this one included (drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<u64>,
+    /// The anomaly score in [0, 1] (anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The features that weighed most in the score, largest first (anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_features: Option<Vec<String>>,
+    /// The rule's name (rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The field path (schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The types the field had before, none for a new field (schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<Vec<String>>,
+    /// The type it has now (schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
 }
 
 /// Alerts kept for `/alerts`.
@@ -226,6 +264,15 @@ pub struct SinkCore {
     /// Windowed counts and measures of the events applied.
     #[serde(default)]
     analytics: Analytics,
+    /// Each collection's inferred schema.
+    #[serde(default)]
+    schemas: Schemas,
+    /// The declared rules (configuration, not state).
+    #[serde(skip)]
+    rules: Vec<Rule>,
+    /// Events per collection before schema changes alert.
+    #[serde(skip, default = "default_schema_warmup")]
+    schema_warmup: u64,
     /// Fingerprints added to `recent` since the last checkpoint write.
     #[serde(skip)]
     fresh_ids: usize,
@@ -243,6 +290,10 @@ pub struct SinkCore {
     decoder: Decoder,
 }
 
+fn default_schema_warmup() -> u64 {
+    DEFAULT_SCHEMA_WARMUP
+}
+
 /// Why `/predict` cannot answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredictError {
@@ -255,7 +306,7 @@ pub enum PredictError {
 /// The plan capturing every feature and label of `specs`.
 fn plan_for<'a>(specs: impl Iterator<Item = &'a ModelSpec> + Clone) -> FieldPlan {
     let features = specs.clone().flat_map(|s| s.features.iter().map(|f| f.path.as_str()));
-    FieldPlan::new(features.chain(specs.map(|s| s.label.as_str())))
+    FieldPlan::new(features.chain(specs.filter(|s| s.anomaly.is_none()).map(|s| s.label.as_str())))
 }
 
 /// How far behind the sink runs: apply time minus event time, over the last events applied.
@@ -320,6 +371,9 @@ impl SinkCore {
             alerts: Alerts::default(),
             stream_offset: None,
             analytics: Analytics::default(),
+            schemas: Schemas::default(),
+            rules: Vec::new(),
+            schema_warmup: DEFAULT_SCHEMA_WARMUP,
             fresh_ids: 0,
             capture: Capture::default(),
             decisions: Vec::new(),
@@ -340,6 +394,17 @@ impl SinkCore {
         }
         self.recent.capacity = self.recent.capacity.max(dedupe_window);
         Ok(self)
+    }
+
+    /// Declare the rules and the schema warm-up (configuration: not checkpointed).
+    pub fn configure_alerts(&mut self, rules: Vec<Rule>, schema_warmup: u64) {
+        self.rules = rules;
+        self.schema_warmup = schema_warmup;
+    }
+
+    /// Each collection's inferred schema.
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
     }
 
     /// The models' specs, in order.
@@ -439,6 +504,13 @@ impl SinkCore {
         // Learn first: it is the only step that can fail, and a failure must change nothing.
         // Every model reads its sample and checks its label before any learns.
         let coll_name = &*ev.collection;
+        // The document held, for the rules' edges: read only when a rule watches the collection.
+        let before: Option<Value> = if ev.op != Op::Delete && self.rules.iter().any(|r| r.watches(coll_name)) {
+            existing.and_then(|r| r.doc.as_deref()).and_then(|d| serde_json::from_str(d.get()).ok())
+        } else {
+            None
+        };
+        let mut raised: SmallVec<[Alert; 1]> = SmallVec::new();
         let mut learned: SmallVec<[(usize, u64); 4]> = SmallVec::new();
         if let (false, Some(after)) = (ev.op == Op::Delete, ev.after.as_deref())
             && self.learners.iter().any(|l| l.spec().learns_from(coll_name))
@@ -476,7 +548,7 @@ impl SinkCore {
                         unchanged = true;
                     }
                     Decision::Learn(sample) => {
-                        let event = match self.learners[i].learn() {
+                        let outcome = match self.learners[i].learn() {
                             Ok(e) => e,
                             // prepare checked the sample and the label.
                             Err(e) => {
@@ -485,14 +557,32 @@ impl SinkCore {
                             }
                         };
                         learned.push((i, sample));
-                        if let Some(e) = event {
+                        if let Some(e) = outcome.drift {
                             let model = self.learners[i].spec().name.clone();
-                            self.raise(Alert {
+                            raised.push(Alert {
                                 kind: "drift".into(),
                                 id: alert_id(&ev.id, &model),
-                                model,
-                                trained: e.trained,
+                                model: Some(model),
+                                trained: Some(e.trained),
                                 ts_ms: ev.ts_ms,
+                                ..Alert::default()
+                            });
+                        }
+                        if let Some(a) = outcome.anomaly.filter(|a| a.alert) {
+                            let l = &self.learners[i];
+                            let model = l.spec().name.clone();
+                            let top = a.top_features.iter().take(3).filter_map(|&c| l.column_name(c)).map(String::from);
+                            let top_features = Some(top.collect());
+                            raised.push(Alert {
+                                kind: "anomaly".into(),
+                                id: alert_id(&ev.id, &format!("anomaly\0{model}")),
+                                ts_ms: ev.ts_ms,
+                                collection: Some(coll_name.to_string()),
+                                key: Some(ev.key.to_string()),
+                                model: Some(model),
+                                score: Some(a.score),
+                                top_features,
+                                ..Alert::default()
                             });
                         }
                     }
@@ -504,6 +594,12 @@ impl SinkCore {
             }
         }
         let trained = !learned.is_empty();
+        for a in raised {
+            self.raise(a);
+        }
+        if let (false, Some(after)) = (ev.op == Op::Delete, ev.after.as_deref()) {
+            self.watch(&ev, coll_name, after.get(), before.as_ref());
+        }
         // Counted here, where nothing can fail any more, and before the record changes: a
         // delete's measures read the document held when the message has no `before`.
         let held = (ev.op == Op::Delete)
@@ -560,10 +656,68 @@ impl SinkCore {
         self.applied(fp, &ev.id, trained, ev.ts_ms)
     }
 
+    /// Schema inference and the rules, on a change whose document is `after` (`before`: the
+    /// document held).
+    fn watch(&mut self, ev: &Change<'_>, collection: &str, after: &str, before: Option<&Value>) {
+        let Ok(doc) = serde_json::from_str::<Value>(after) else { return };
+        let key = || Some(ev.key.to_string());
+        for change in self.schemas.observe(collection, &doc, self.schema_warmup) {
+            let id = alert_id(&ev.id, &format!("schema\0{}\0{}", change.field, change.now));
+            self.raise(Alert {
+                kind: "schema".into(),
+                id,
+                ts_ms: ev.ts_ms,
+                collection: Some(collection.to_string()),
+                key: key(),
+                field: Some(change.field),
+                was: Some(change.was),
+                now: Some(change.now),
+                ..Alert::default()
+            });
+        }
+        if !self.rules.iter().any(|r| r.watches(collection)) {
+            return;
+        }
+        let fired: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.watches(collection) && r.fires(before, &doc))
+            .map(|r| r.name.clone())
+            .collect();
+        for rule in fired {
+            self.raise(Alert {
+                kind: "rule".into(),
+                id: alert_id(&ev.id, &format!("rule\0{rule}")),
+                ts_ms: ev.ts_ms,
+                collection: Some(collection.to_string()),
+                key: key(),
+                rule: Some(rule),
+                ..Alert::default()
+            });
+        }
+    }
+
     /// Keep an alert, to publish and to serve.
     fn raise(&mut self, alert: Alert) {
-        tracing::warn!(model = %alert.model, trained = alert.trained, id = %alert.id, "drift detected");
-        self.counters.drift_alerts += 1;
+        let c = &mut self.counters;
+        match alert.kind.as_str() {
+            "drift" => {
+                tracing::warn!(kind = "drift", model = ?alert.model, trained = ?alert.trained, id = %alert.id, "drift detected");
+                c.drift_alerts += 1;
+            }
+            "anomaly" => {
+                tracing::warn!(kind = "anomaly", model = ?alert.model, collection = ?alert.collection, key = ?alert.key, score = ?alert.score, id = %alert.id, "anomaly");
+                c.anomaly_alerts += 1;
+            }
+            "rule" => {
+                tracing::warn!(kind = "rule", rule = ?alert.rule, collection = ?alert.collection, key = ?alert.key, id = %alert.id, "rule fired");
+                c.rule_alerts += 1;
+            }
+            _ => {
+                tracing::warn!(kind = "schema", collection = ?alert.collection, field = ?alert.field, was = ?alert.was, now = ?alert.now, id = %alert.id, "schema changed");
+                c.schema_alerts += 1;
+            }
+        }
         self.alerts.keep(alert.clone());
         self.alerts.unpublished.push(alert);
     }
@@ -692,6 +846,7 @@ impl SinkCore {
             alerts: &self.alerts.unpublished,
             stream_offset: self.stream_offset,
             analytics: self.analytics.delta(),
+            schemas: &self.schemas,
         }
     }
 
@@ -747,6 +902,9 @@ impl SinkCore {
         self.stream_offset = d.stream_offset;
         self.seq = d.seq;
         self.analytics.apply_delta(d.analytics);
+        if let Some(s) = d.schemas {
+            self.schemas = s;
+        }
     }
 
     /// The streaming analytics.
@@ -869,6 +1027,7 @@ pub struct DeltaRef<'a> {
     alerts: &'a [Alert],
     stream_offset: Option<u64>,
     analytics: AnalyticsDeltaRef<'a>,
+    schemas: &'a Schemas,
 }
 
 /// A [`DeltaRef`] read back.
@@ -886,6 +1045,8 @@ pub struct Delta {
     stream_offset: Option<u64>,
     #[serde(default)]
     analytics: AnalyticsDelta,
+    #[serde(default)]
+    schemas: Option<Schemas>,
 }
 
 /// The body of `/stats`.
@@ -969,14 +1130,14 @@ mod tests {
             assert_eq!(o, Outcome::Applied { trained: false, ts_ms: 1_001 + i64::from(n) });
         }
         let s = c.stats();
-        assert_eq!((s.model.stats.trained, s.counters.unchanged_skipped, s.model.unchanged_skipped), (1, 10, 10));
+        assert_eq!((s.model.stats.trained(), s.counters.unchanged_skipped, s.model.unchanged_skipped), (1, 10, 10));
         assert_eq!(c.record("c", "k").unwrap().version, 11, "the records still apply every event");
         // A change of the label or a feature teaches again; so does a delete and a re-insert.
         c.apply_bytes(&event("u11", "u", "k", 20, json!({"x": 1, "y": false})));
         c.apply_bytes(&event("u12", "u", "k", 21, json!({"x": 2, "y": false})));
         c.apply_bytes(&event("d", "d", "k", 22, Value::Null));
         c.apply_bytes(&event("i2", "c", "k", 23, json!({"x": 2, "y": false})));
-        assert_eq!(c.stats().model.stats.trained, 4);
+        assert_eq!(c.stats().model.stats.trained(), 4);
     }
 
     #[test]
@@ -1023,7 +1184,7 @@ mod tests {
         assert_eq!(c.trained(), [51, 50, 0]);
         let s = c.stats();
         assert_eq!(s.model.name, "churn", "no model is named default: the first serves");
-        assert_eq!(s.models["spend"].stats.task, Task::Regression);
+        assert_eq!(s.models["spend"].stats.supervised().unwrap().task, Task::Regression);
         // An object where the models read a category: the whole event is poison, nobody learns.
         let bad = json!({"age": 1, "plan": {"o": 1}, "churned": true, "spend": 1.0});
         assert!(reason(c.apply_bytes(&event("p", "c", "kp", 70, bad))).contains("`plan` is not a category"));
@@ -1064,7 +1225,10 @@ mod tests {
         let (mut a, b) = (run(), run());
         assert!(!a.alerts().is_empty());
         let first = &a.alerts()[0];
-        assert!(first.trained > 1_500 && first.model == "default" && first.kind == "drift", "{first:?}");
+        assert!(
+            first.trained > Some(1_500) && first.model.as_deref() == Some("default") && first.kind == "drift",
+            "{first:?}"
+        );
         assert_eq!(a.alerts(), b.alerts());
         assert_eq!(a.unpublished_alerts().len(), a.alerts().len());
         assert_eq!(a.stats().counters.drift_alerts, a.alerts().len() as u64);
@@ -1087,6 +1251,6 @@ mod tests {
             assert_eq!(c.apply_bytes(b), Outcome::Duplicate);
         }
         assert_eq!(c.stats().counters.events_applied, 10);
-        assert_eq!(c.stats().model.stats.trained, 10);
+        assert_eq!(c.stats().model.stats.trained(), 10);
     }
 }

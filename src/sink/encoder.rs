@@ -99,6 +99,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// True if `cap` lacks a feature that has no meaning when missing.
+    pub fn lacks_required(&self, cap: &Capture) -> bool {
+        self.features.iter().any(|(f, slot)| !f.may_be_missing() && cap.get(*slot) == Raw::Missing)
+    }
+
     /// A fresh encoder for `features` (captured by `plan`).
     pub fn new(features: &[FeatureSpec], hash_buckets: u32, plan: &FieldPlan) -> Self {
         let mut e = Self { dicts: vec![Dictionary::default(); features.len()], ..Self::default() };

@@ -1,4 +1,4 @@
-//! The sink's HTTP API (axum): health, stats, the models and their predictions, drift alerts,
+//! The sink's HTTP API (axum): health, stats, the models and their predictions, alerts (anomaly, rule, schema, drift), the inferred schemas,
 //! one record, Prometheus metrics. The figures come from the view the consumer publishes
 //! ([`Board`]); only a prediction and a record read the state itself, briefly.
 
@@ -34,6 +34,7 @@ pub fn router(core: Shared, board: Board) -> Router {
         .route("/models", get(models))
         .route("/models/{name}/predict", post(predict_with))
         .route("/alerts", get(alerts))
+        .route("/schema", get(schema))
         .route("/records/{collection}/{key}", get(record))
         .route("/metrics", get(metrics))
         .with_state(Api { core, board })
@@ -78,6 +79,11 @@ fn predict_body(core: &Shared, model: Option<&str>, body: &[u8]) -> Response {
 
 async fn models(State(api): State<Api>) -> Response {
     Json(&api.board.view().models).into_response()
+}
+
+async fn schema(State(api): State<Api>) -> Response {
+    let schemas = lock(&api.core).schemas().clone();
+    Json(schemas.collections).into_response()
 }
 
 async fn alerts(State(api): State<Api>) -> Response {

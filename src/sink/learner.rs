@@ -8,7 +8,10 @@ use serde_json::Value;
 use super::encoder::{self, Encoder, Scratch};
 use super::features::{Capture, FeatureSpec, FieldPlan, Raw};
 use super::spec::ModelSpec;
-use crate::ml::{DriftAction, DriftEvent, DriftMonitor, Feature, MlError, ModelStats, OnlineLearner, Prediction};
+use crate::ml::{
+    AnomalyDetector, AnomalyScore, AnomalyStats, DriftAction, DriftEvent, DriftMonitor, Feature, MlError, ModelStats,
+    OnlineLearner, Prediction,
+};
 
 /// What one model does with one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +29,12 @@ pub enum Decision {
 pub struct Learner {
     spec: ModelSpec,
     encoder: Encoder,
-    model: DriftMonitor,
+    /// The supervised model (every task but anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<DriftMonitor>,
+    /// The anomaly model (task anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detector: Option<AnomalyDetector>,
     /// Events skipped because what it learns from them had not changed.
     unchanged_skipped: u64,
     #[serde(skip)]
@@ -45,9 +53,10 @@ pub struct Learner {
 pub struct ModelReport {
     /// The model's name.
     pub name: String,
-    /// Task, kind, samples learned, classes, quality and drift detections.
+    /// Task, kind, samples learned, and classes, quality and drift detections or an anomaly
+    /// model's alerts and threshold.
     #[serde(flatten)]
-    pub stats: ModelStats,
+    pub stats: ReportStats,
     /// The typed features.
     pub features: Vec<FeatureSpec>,
     /// The label's field.
@@ -60,35 +69,79 @@ pub struct ModelReport {
     pub drift_action: DriftAction,
 }
 
+/// A supervised model's figures or an anomaly model's.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ReportStats {
+    /// Classification or regression.
+    Supervised(ModelStats),
+    /// Anomaly.
+    Anomaly(AnomalyStats),
+}
+
+impl ReportStats {
+    /// Samples learned.
+    pub fn trained(&self) -> u64 {
+        match self {
+            Self::Supervised(s) => s.trained,
+            Self::Anomaly(a) => a.trained,
+        }
+    }
+
+    /// A supervised model's figures.
+    pub fn supervised(&self) -> Option<&ModelStats> {
+        match self {
+            Self::Supervised(s) => Some(s),
+            Self::Anomaly(_) => None,
+        }
+    }
+}
+
+/// What learning one sample gave.
+#[derive(Debug, Clone, Default)]
+pub struct Learned {
+    /// A drift detection (supervised models).
+    pub drift: Option<DriftEvent>,
+    /// The score given before learning (anomaly models).
+    pub anomaly: Option<AnomalyScore>,
+}
+
 impl Learner {
     /// A fresh model for `spec`, reading the fields `plan` captures.
     pub fn new(spec: ModelSpec, plan: &FieldPlan) -> Result<Self, MlError> {
-        let model = spec.build()?;
+        let detector = spec.build_anomaly()?;
+        let model = if detector.is_none() { Some(spec.build()?) } else { None };
         let encoder = Encoder::new(&spec.features, spec.hash_buckets, plan);
         let mut l = Self {
             spec,
             encoder,
             model,
+            detector,
             unchanged_skipped: 0,
             label_slot: 0,
             x: Vec::new(),
             label: Value::Null,
             scratch: Scratch::default(),
         };
-        l.label_slot = plan.slot(&l.spec.label).expect("the plan captures every label");
+        l.label_slot = label_slot(&l.spec, plan);
         Ok(l)
     }
 
     /// Attach a restored model to the plan's slots; fails if its state does not fit its spec.
     pub fn bind(&mut self, plan: &FieldPlan) -> Result<(), String> {
         let schema = self.spec.schema().map_err(|e| e.to_string())?;
-        if self.model.model().schema() != &schema || self.model.model().kind() != self.spec.kind {
+        let fits = match (&self.model, &self.detector, &self.spec.anomaly) {
+            (Some(m), None, None) => m.model().schema() == &schema && m.model().kind() == self.spec.kind,
+            (None, Some(d), Some(a)) => d.schema() == &schema && d.kind() == a.kind,
+            _ => false,
+        };
+        if !fits {
             return Err(format!("model `{}` does not fit its features", self.spec.name));
         }
         self.encoder
             .bind(&self.spec.features, self.spec.hash_buckets, plan)
             .map_err(|e| format!("model `{}`: {e}", self.spec.name))?;
-        self.label_slot = plan.slot(&self.spec.label).expect("the plan captures every label");
+        self.label_slot = label_slot(&self.spec, plan);
         Ok(())
     }
 
@@ -108,10 +161,24 @@ impl Learner {
     /// buffers; the error is why the document is poison. A document without the label is not
     /// read further: it teaches this model nothing, so its other fields cannot be poison to it.
     pub fn prepare(&mut self, cap: &Capture, last: Option<u64>) -> Result<Decision, String> {
-        let Some(label) = cap.label(self.label_slot) else { return Ok(Decision::Skip) };
-        self.spec.task.check_label(&label).map_err(|e| format!("label `{}`: {e}", self.spec.label))?;
-        self.encoder.encode(cap, &mut self.x, &mut self.scratch)?;
-        self.model.model().schema().check(&self.x).map_err(|e| format!("model `{}`: {e}", self.spec.name))?;
+        let label = match &self.model {
+            Some(m) => {
+                let Some(label) = cap.label(self.label_slot) else { return Ok(Decision::Skip) };
+                self.spec.task.check_label(&label).map_err(|e| format!("label `{}`: {e}", self.spec.label))?;
+                self.encoder.encode(cap, &mut self.x, &mut self.scratch)?;
+                m.model().schema().check(&self.x).map_err(|e| format!("model `{}`: {e}", self.spec.name))?;
+                label
+            }
+            None => {
+                // Without a label, a document missing a feature the model cannot do without
+                // is simply not for it.
+                if self.encoder.lacks_required(cap) {
+                    return Ok(Decision::Skip);
+                }
+                self.encoder.encode(cap, &mut self.x, &mut self.scratch)?;
+                Value::Null
+            }
+        };
         let fp = encoder::fingerprint(&self.x, &label, &mut self.scratch);
         self.label = label;
         Ok(if last == Some(fp) { Decision::Unchanged } else { Decision::Learn(fp) })
@@ -119,10 +186,25 @@ impl Learner {
 
     /// Score, then learn the sample [`prepare`](Self::prepare) read (its new categories enter
     /// the dictionaries); the drift detection it triggered, if any.
-    pub fn learn(&mut self) -> Result<Option<DriftEvent>, MlError> {
-        let (_, event) = self.model.predict_then_learn_watched(&self.x, &self.label)?;
+    pub fn learn(&mut self) -> Result<Learned, MlError> {
+        let mut out = Learned::default();
+        match (&mut self.model, &mut self.detector) {
+            (Some(m), _) => out.drift = m.predict_then_learn_watched(&self.x, &self.label)?.1,
+            (None, Some(d)) => out.anomaly = Some(d.score_then_learn(&self.x)?),
+            (None, None) => unreachable!("a learner has a model"),
+        }
         self.encoder.commit(&mut self.scratch);
-        Ok(event)
+        Ok(out)
+    }
+
+    /// The name of column `i` of the model.
+    pub fn column_name(&self, i: usize) -> Option<&str> {
+        let schema = match (&self.model, &self.detector) {
+            (Some(m), _) => m.model().schema(),
+            (None, Some(d)) => d.schema(),
+            (None, None) => return None,
+        };
+        schema.columns().get(i).map(|c| c.name.as_str())
     }
 
     /// Count an event skipped as unchanged.
@@ -132,7 +214,11 @@ impl Learner {
 
     /// Samples learned.
     pub fn trained(&self) -> u64 {
-        self.model.trained()
+        match (&self.model, &self.detector) {
+            (Some(m), _) => m.trained(),
+            (None, Some(d)) => d.trained(),
+            (None, None) => 0,
+        }
     }
 
     /// Predict for a captured document. A feature missing from it is an error unless missing
@@ -150,14 +236,21 @@ impl Learner {
         }
         let (mut x, mut scratch) = (Vec::new(), Scratch::default());
         self.encoder.encode(cap, &mut x, &mut scratch)?;
-        self.model.predict(&x).map_err(|e| e.to_string())
+        match &self.model {
+            Some(m) => m.predict(&x).map_err(|e| e.to_string()),
+            None => Err(format!("model `{}` is an anomaly model: its scores arrive as alerts", self.spec.name)),
+        }
     }
 
     /// The model's figures.
     pub fn report(&self) -> ModelReport {
         ModelReport {
             name: self.spec.name.clone(),
-            stats: self.model.stats(),
+            stats: match (&self.model, &self.detector) {
+                (Some(m), _) => ReportStats::Supervised(m.stats()),
+                (None, Some(d)) => ReportStats::Anomaly(d.stats()),
+                (None, None) => unreachable!("a learner has a model"),
+            },
             features: self.spec.features.clone(),
             label: self.spec.label.clone(),
             collections: self.spec.collections.clone(),
@@ -165,4 +258,12 @@ impl Learner {
             drift_action: self.spec.drift.action,
         }
     }
+}
+
+/// The slot of the spec's label (unused without one).
+fn label_slot(spec: &ModelSpec, plan: &FieldPlan) -> usize {
+    if spec.anomaly.is_some() {
+        return 0;
+    }
+    plan.slot(&spec.label).expect("the plan captures every label")
 }

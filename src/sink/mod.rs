@@ -1,6 +1,7 @@
 //! The ML sink: consume the bridge's messages -> apply each once to versioned records and the
-//! online models -> serve stats, predictions and drift alerts over HTTP, and publish the
-//! alerts to `<queue>.alerts`.
+//! online models, the declared rules and schema inference -> serve stats, predictions, the
+//! schemas and alerts (anomaly, rule, schema, drift) over HTTP, and publish the alerts to
+//! `<queue>.alerts`.
 //!
 //! Exactly-once effect on top of at-least-once delivery: a message is acknowledged only after
 //! a checkpoint that contains its effect is on disk, and the checkpoint also holds the ids of
@@ -8,7 +9,7 @@
 //! recognised and skipped. A checkpoint (a delta of what changed, see [`checkpoint`]) is
 //! written every `SINK_CHECKPOINT_EVERY` applied events, when the prefetch window is full
 //! (nothing more can arrive until we ack), after a short idle pause, and at shutdown. The
-//! drift alerts raised since the previous checkpoint are published, confirmed, before it is
+//! alerts raised since the previous checkpoint are published, confirmed, before it is
 //! written: a crash before the write replays their events, which raise them again with the
 //! same ids (at least once).
 
@@ -25,6 +26,8 @@ pub mod http;
 pub mod learner;
 pub mod pg_mirror;
 pub mod redis_mirror;
+pub mod rules;
+pub mod schema;
 pub mod spec;
 pub mod stats;
 
@@ -63,6 +66,7 @@ pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<S
                 (true, "label") => "SINK_LABEL".into(),
                 (true, "hash_buckets") => "SINK_HASH_BUCKETS".into(),
                 (true, "params") => "SINK_LEARNING_RATE / SINK_L2".into(),
+                (true, "threshold") => "SINK_ANOMALY_THRESHOLD".into(),
                 (true, _) => "SINK_DRIFT_ACTION".into(),
             };
             core.adopt(&settings.models, name).map_err(|what| SinkError::SpecChanged { path, what })?;
@@ -99,6 +103,7 @@ impl Sink {
         let mut core = load_core(&settings, &mut file)?;
         core.analytics_mut().configure(&settings.analytics);
         core.set_decoder(settings.decoder.clone());
+        core.configure_alerts(settings.rules.clone(), settings.schema_warmup);
         let board = Board::new(&core);
         Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
     }

@@ -7,7 +7,10 @@ use serde_json::Value;
 
 use super::analytics::{self, spec::AggregateSpec};
 use super::features::FeatureSpec;
-use crate::ml::{DriftMonitor, MAX_CATEGORY_ID, MlError, ModelKind, MonitorConfig, Schema, Task};
+use crate::ml::{
+    AnomalyDetector, AnomalyKind, DriftMonitor, MAX_CATEGORY_ID, MlError, ModelKind, MonitorConfig, Schema, Task,
+    Threshold,
+};
 
 /// The name of the shorthand's model, and the one `/predict` serves when there is one.
 pub const DEFAULT_MODEL: &str = "default";
@@ -36,6 +39,21 @@ pub struct ModelSpec {
     pub params: Value,
     /// The drift detector and what a detection does.
     pub drift: MonitorConfig,
+    /// Set for task `anomaly`: an unsupervised model (then `task`, `kind`, `label` and
+    /// `drift` are unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalySpec>,
+}
+
+/// An anomaly model's kind, threshold and warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnomalySpec {
+    /// `half_space_trees` (default) or `random_cut_forest`.
+    pub kind: AnomalyKind,
+    /// `quantile:Q` (default quantile:0.99) or a fixed score.
+    pub threshold: Threshold,
+    /// Samples learned before any alert; `None` is the model's window.
+    pub warmup: Option<u64>,
 }
 
 impl ModelSpec {
@@ -58,6 +76,39 @@ impl ModelSpec {
             hash_buckets: DEFAULT_HASH_BUCKETS,
             params: Value::Null,
             drift: MonitorConfig::default(),
+            anomaly: None,
+        }
+    }
+
+    /// An anomaly model named [`DEFAULT_MODEL`]: the shorthand's with `SINK_TASK=anomaly`.
+    pub fn anomaly(
+        kind: AnomalyKind,
+        features: Vec<FeatureSpec>,
+        collections: Vec<String>,
+        threshold: Threshold,
+    ) -> Self {
+        Self {
+            anomaly: Some(AnomalySpec { kind, threshold, warmup: None }),
+            ..Self::single(Task::Classification, ModelKind::Linear, features, String::new(), collections)
+        }
+    }
+
+    /// A fresh anomaly model (for an anomaly spec).
+    pub fn build_anomaly(&self) -> Result<Option<AnomalyDetector>, MlError> {
+        let Some(a) = &self.anomaly else { return Ok(None) };
+        AnomalyDetector::new(a.kind, self.schema()?, &self.params, a.threshold, a.warmup).map(Some)
+    }
+
+    /// `classification`, `regression` or `anomaly`.
+    pub fn task_name(&self) -> &'static str {
+        if self.anomaly.is_some() { "anomaly" } else { task_name(self.task) }
+    }
+
+    /// The kind's name.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.anomaly {
+            Some(a) => a.kind.name(),
+            None => self.kind.name(),
         }
     }
 
@@ -90,7 +141,11 @@ impl ModelSpec {
                 out.push(format!("feature `{f}` is listed twice"));
             }
         }
-        if self.label.trim().is_empty() {
+        if self.anomaly.is_some() {
+            if !self.label.is_empty() {
+                out.push("an anomaly model has no `label`: remove it".into());
+            }
+        } else if self.label.trim().is_empty() {
             out.push("`label` is empty: name the label field".into());
         } else if let Some(f) = self.features.iter().find(|f| f.path == self.label) {
             out.push(format!("feature `{f}` is the label `{}`", self.label));
@@ -102,7 +157,10 @@ impl ModelSpec {
             out.push("`collections` lists an empty name".into());
         }
         if !self.features.is_empty()
-            && let Err(e) = self.build()
+            && let Err(e) = self.build_anomaly().and_then(|a| match a {
+                Some(_) => Ok(()),
+                None => self.build().map(|_| ()),
+            })
         {
             out.push(e.to_string());
         }
@@ -114,10 +172,12 @@ impl ModelSpec {
     /// it was.
     pub fn differs_from(&self, saved: &ModelSpec) -> Option<(&'static str, String)> {
         let list = |f: &[FeatureSpec]| f.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        Some(if saved.task != self.task {
-            ("task", task_name(saved.task).to_string())
-        } else if saved.kind != self.kind {
-            ("kind", saved.kind.name().to_string())
+        Some(if saved.task_name() != self.task_name() || saved.task != self.task {
+            ("task", saved.task_name().to_string())
+        } else if saved.kind_name() != self.kind_name() {
+            ("kind", saved.kind_name().to_string())
+        } else if saved.anomaly != self.anomaly {
+            ("threshold", saved.anomaly.map(|a| a.threshold.to_string()).unwrap_or_default())
         } else if saved.features != self.features {
             ("features", list(&saved.features))
         } else if saved.label != self.label {
@@ -147,7 +207,7 @@ pub fn parse_task(s: &str) -> Result<Task, String> {
     match s.trim() {
         "classification" => Ok(Task::Classification),
         "regression" => Ok(Task::Regression),
-        other => Err(format!("task `{other}` is unknown (use classification or regression)")),
+        other => Err(format!("task `{other}` is unknown (use classification, regression or anomaly)")),
     }
 }
 
@@ -160,8 +220,19 @@ pub fn parse_kind(s: &str) -> Result<ModelKind, String> {
 }
 
 /// The keys of a `[[model]]` table.
-const MODEL_KEYS: [&str; 9] =
-    ["name", "task", "kind", "features", "label", "collections", "hash_buckets", "params", "drift"];
+const MODEL_KEYS: [&str; 11] = [
+    "name",
+    "task",
+    "kind",
+    "features",
+    "label",
+    "collections",
+    "hash_buckets",
+    "params",
+    "drift",
+    "threshold",
+    "warmup",
+];
 /// The keys of its `drift` table.
 const DRIFT_KEYS: [&str; 5] = ["detector", "delta", "threshold", "action", "warmup"];
 
@@ -177,9 +248,9 @@ pub fn from_toml(text: &str) -> Result<Vec<ModelSpec>, Vec<String>> {
         )]
     })?;
     let mut mistakes = Vec::new();
-    for key in table.keys().filter(|k| *k != "model" && *k != "aggregate") {
+    for key in table.keys().filter(|k| !["model", "aggregate", "rule"].contains(&k.as_str())) {
         mistakes.push(format!(
-            "unknown top-level key `{key}` (each model is a `[[model]]` table, each aggregate an `[[aggregate]]` table)"
+            "unknown top-level key `{key}` (each model is a `[[model]]` table, each aggregate an `[[aggregate]]` table, each rule a `[[rule]]` table)"
         ));
     }
     let models = match table.get("model") {
@@ -259,8 +330,46 @@ fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
         errs.push("`name` is required".into());
         String::new()
     });
-    let task = string(t, "task", &mut errs).map_or(Ok(Task::Classification), |s| parse_task(&s));
-    let kind = string(t, "kind", &mut errs).map_or(Ok(ModelKind::Linear), |s| parse_kind(&s));
+    let task_text = string(t, "task", &mut errs);
+    let is_anomaly = task_text.as_deref().map(str::trim) == Some("anomaly");
+    let kind_text = string(t, "kind", &mut errs);
+    let mut anomaly = None;
+    if is_anomaly {
+        let kind = match kind_text.as_deref() {
+            None => Ok(AnomalyKind::HalfSpaceTrees),
+            Some(k) => AnomalyKind::parse(k).ok_or_else(|| {
+                format!("kind `{k}` is unknown for task anomaly (use half_space_trees or random_cut_forest)")
+            }),
+        };
+        let threshold = match t.get("threshold") {
+            None => Ok(Threshold::default()),
+            Some(toml::Value::String(s)) => Threshold::parse(s).map_err(|e| format!("threshold {e}")),
+            Some(toml::Value::Float(v)) => Threshold::parse(&v.to_string()).map_err(|e| format!("threshold {e}")),
+            Some(_) => Err("`threshold` must be \"quantile:Q\" or a score".to_string()),
+        };
+        let warmup = match t.get("warmup") {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
+            Some(_) => Err("`warmup` must be a non-negative integer".to_string()),
+        };
+        match (kind, threshold, warmup) {
+            (Ok(kind), Ok(threshold), Ok(warmup)) => anomaly = Some(AnomalySpec { kind, threshold, warmup }),
+            (k, th, w) => errs.extend(k.err().into_iter().chain(th.err()).chain(w.err())),
+        }
+    } else {
+        for key in ["threshold", "warmup"] {
+            if t.contains_key(key) {
+                errs.push(format!("`{key}` is for task anomaly only"));
+            }
+        }
+    }
+    let task = if is_anomaly {
+        Ok(Task::Classification)
+    } else {
+        task_text.map_or(Ok(Task::Classification), |s| parse_task(&s))
+    };
+    let kind =
+        if is_anomaly { Ok(ModelKind::Linear) } else { kind_text.map_or(Ok(ModelKind::Linear), |s| parse_kind(&s)) };
     let (task, kind) = match (task, kind) {
         (Ok(t), Ok(k)) => (t, k),
         (t, k) => {
@@ -284,7 +393,9 @@ fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
         }
     }
     let label = string(t, "label", &mut errs).unwrap_or_else(|| {
-        errs.push("`label` is required: the label's field".into());
+        if !is_anomaly {
+            errs.push("`label` is required: the label's field".into());
+        }
         String::new()
     });
     let collections = strings(t, "collections", &mut errs).unwrap_or_default();
@@ -318,7 +429,41 @@ fn model_from_table(t: &toml::Table) -> Result<ModelSpec, Vec<String>> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(ModelSpec { name, task, kind, features, label, collections, hash_buckets, params, drift })
+    Ok(ModelSpec { name, task, kind, features, label, collections, hash_buckets, params, drift, anomaly })
+}
+
+/// The `[[rule]]` tables of a `SINK_MODELS` file: `name`, optional `collection`, `when` (the
+/// expression). On failure, every mistake, one line each.
+pub fn rules_from_toml(text: &str) -> Result<Vec<super::rules::Rule>, Vec<String>> {
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| vec![format!("not valid TOML: {}", e.message().trim())])?;
+    let tables = match table.get("rule") {
+        None => return Ok(Vec::new()),
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => return Err(vec!["`rule` must be an array of tables: write `[[rule]]`".into()]),
+    };
+    let (mut rules, mut mistakes): (Vec<super::rules::Rule>, Vec<String>) = (Vec::new(), Vec::new());
+    for (i, t) in tables.iter().enumerate() {
+        let get = |k: &str| t.get(k).and_then(toml::Value::as_str);
+        if let Some(key) =
+            t.as_table().and_then(|t| t.keys().find(|k| !["name", "collection", "when"].contains(&k.as_str())))
+        {
+            mistakes.push(format!("rule {}: unknown key `{key}` (use name, collection, when)", i + 1));
+            continue;
+        }
+        let (Some(name), Some(when)) = (get("name"), get("when")) else {
+            mistakes.push(format!("rule {}: `name` and `when` (the expression) are required strings", i + 1));
+            continue;
+        };
+        match super::rules::Rule::from_parts(name, get("collection"), when) {
+            Ok(r) if rules.iter().any(|o| o.name == r.name) => {
+                mistakes.push(format!("rule `{name}` is declared twice"))
+            }
+            Ok(r) => rules.push(r),
+            Err(e) => mistakes.push(e),
+        }
+    }
+    if mistakes.is_empty() { Ok(rules) } else { Err(mistakes) }
 }
 
 /// `[model.drift]`: `detector` (`adwin` or `page_hinkley`) with its `delta` or `threshold`,
@@ -412,6 +557,35 @@ label = "monthly_spend"
         assert_eq!(spend.differs_from(&spend.clone()), None);
         let other = ModelSpec { label: "x".into(), ..spend.clone() };
         assert_eq!(spend.differs_from(&other), Some(("label", "x".to_string())));
+    }
+
+    #[test]
+    fn anomaly_models_and_rule_tables() {
+        let text = r#"
+[[model]]
+name = "odd"
+task = "anomaly"
+kind = "random_cut_forest"
+features = ["price", "quantity"]
+threshold = "0.8"
+warmup = 10
+
+[[rule]]
+name = "big"
+collection = "orders"
+when = "price > 100"
+"#;
+        let specs = from_toml(text).unwrap();
+        let a = specs[0].anomaly.unwrap();
+        assert_eq!((a.kind, a.threshold, a.warmup), (AnomalyKind::RandomCutForest, Threshold::Fixed(0.8), Some(10)));
+        assert_eq!((specs[0].task_name(), specs[0].kind_name()), ("anomaly", "random_cut_forest"));
+        let rules = rules_from_toml(text).unwrap();
+        assert_eq!((rules[0].name.as_str(), rules[0].collection.as_deref()), ("big", Some("orders")));
+        let bad = "[[model]]\nname = \"o\"\ntask = \"anomaly\"\nkind = \"linear\"\nfeatures = [\"p\"]\nthreshold = \"quantile:7\"\n";
+        let mistakes = from_toml(bad).unwrap_err();
+        assert_eq!(mistakes.len(), 2, "{mistakes:#?}");
+        assert!(mistakes[0].contains("unknown for task anomaly") && mistakes[1].contains("quantile"), "{mistakes:#?}");
+        assert!(rules_from_toml("[[rule]]\nname = \"r\"\nwhen = \"x >\"\n").unwrap_err()[0].starts_with("rule `r`"));
     }
 
     #[test]

@@ -126,10 +126,22 @@ impl Board {
         );
         counter("sink_snapshot_controls_total", "Snapshot control messages applied.", c.snapshot_controls);
         counter("sink_drift_alerts_total", "Drift detections, all models.", c.drift_alerts);
-        counter("sink_model_trained_total", "Samples the default model learned.", s.model.stats.trained);
+        let by_kind = IntCounterVec::new(Opts::new("sink_alerts_total", "Alerts raised, by kind."), &["kind"])
+            .expect("valid metric");
+        for (kind, n) in [
+            ("anomaly", c.anomaly_alerts),
+            ("rule", c.rule_alerts),
+            ("schema", c.schema_alerts),
+            ("drift", c.drift_alerts),
+        ] {
+            by_kind.with_label_values(&[kind]).inc_by(n);
+        }
+        registry.register(Box::new(by_kind)).expect("registered once");
+        counter("sink_model_trained_total", "Samples the default model learned.", s.model.stats.trained());
         gauge("sink_records", "Live records held.", s.records as f64);
+        let default = s.model.stats.supervised();
         for (window, summary) in
-            [("progressive", &s.model.stats.progressive), ("rolling_1000", &s.model.stats.rolling_1000)]
+            default.map(|m| [("progressive", &m.progressive), ("rolling_1000", &m.rolling_1000)]).into_iter().flatten()
         {
             for (key, value) in summary_fields(summary) {
                 gauge(&format!("sink_model_{window}_{key}"), &format!("{window} {key} of the default model."), value);
@@ -145,14 +157,14 @@ impl Board {
             }
             registry.register(Box::new(v)).expect("registered once");
         };
-        per_model_counter("sink_models_trained_total", "Samples each model learned.", &|m| Some(m.stats.trained));
+        per_model_counter("sink_models_trained_total", "Samples each model learned.", &|m| Some(m.stats.trained()));
         per_model_counter(
             "sink_models_unchanged_skipped_total",
             "Events each model skipped because what it learns from them had not changed.",
             &|m| Some(m.unchanged_skipped),
         );
         per_model_counter("sink_models_drift_alerts_total", "Drift detections of each model.", &|m| {
-            m.stats.drift.as_ref().map(|d| d.detections)
+            m.stats.supervised().and_then(|s| s.drift.as_ref()).map(|d| d.detections)
         });
         for window in ["progressive", "rolling_1000"] {
             for key in ["accuracy", "log_loss", "mae", "rmse", "r2"] {
@@ -163,8 +175,8 @@ impl Board {
                 .expect("valid metric");
                 let mut any = false;
                 for (model, report) in &s.models {
-                    let summary =
-                        if window == "progressive" { &report.stats.progressive } else { &report.stats.rolling_1000 };
+                    let Some(m) = report.stats.supervised() else { continue };
+                    let summary = if window == "progressive" { &m.progressive } else { &m.rolling_1000 };
                     if let Some((_, value)) = summary_fields(summary).into_iter().find(|(k, _)| *k == key) {
                         v.with_label_values(&[model.as_str()]).set(value);
                         any = true;

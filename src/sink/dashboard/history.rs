@@ -83,16 +83,17 @@ impl History {
             .models
             .iter()
             .map(|m| {
-                let (metric, value) = match m.stats.rolling_1000 {
-                    MetricSummary::Classification { accuracy, .. } => ("accuracy", accuracy),
-                    MetricSummary::Regression { mae, .. } => ("mae", mae),
+                let (metric, value) = match m.stats.supervised().map(|s| &s.rolling_1000) {
+                    Some(MetricSummary::Classification { accuracy, .. }) => ("accuracy", *accuracy),
+                    Some(MetricSummary::Regression { mae, .. }) => ("mae", *mae),
+                    None => ("anomaly_alerts", None),
                 };
                 ModelSample {
                     name: m.name.clone(),
                     metric,
                     value,
-                    trained: m.stats.trained,
-                    drift_detections: m.stats.drift.as_ref().map_or(0, |d| d.detections),
+                    trained: m.stats.trained(),
+                    drift_detections: m.stats.supervised().and_then(|s| s.drift.as_ref()).map_or(0, |d| d.detections),
                 }
             })
             .collect();

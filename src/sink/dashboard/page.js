@@ -71,10 +71,10 @@ function setStatus(text, state) {
 async function tick() {
   let data;
   try {
-    const [stats, history, analytics, bridge] = await Promise.all(
-      ["/stats", "/history", "/analytics", "/bridge"].map(getJson),
+    const [stats, history, analytics, bridge, alerts] = await Promise.all(
+      ["/stats", "/history", "/analytics", "/bridge", "/alerts"].map(getJson),
     );
-    data = { stats, history, analytics, bridge };
+    data = { stats, history, analytics, bridge, alerts };
   } catch (e) {
     // The sink stopped or restarting: say so and keep asking; not an error of the page.
     setStatus(`cannot reach the sink (${e.message}); retrying`, "down");
@@ -93,8 +93,9 @@ async function loop() {
   setTimeout(loop, POLL_MS);
 }
 
-function render({ stats, history, analytics, bridge }) {
+function render({ stats, history, analytics, bridge, alerts }) {
   const samples = history.samples;
+  renderAlerts(alerts);
   renderTiles(stats, samples, analytics);
   renderSeries(samples);
   renderModels(stats, samples);
@@ -311,6 +312,26 @@ function windowBars(w) {
     svgEl(svg, "text", { x: x + 4, y: y + 12 }, fmt.int(g.count));
   });
   return svg;
+}
+
+// The latest alerts, newest first, each marked by its kind.
+function renderAlerts(alerts) {
+  const box = document.getElementById("alerts");
+  if (!alerts.length) {
+    box.replaceChildren(h("span", { class: "empty" }, "No alert yet."));
+    return;
+  }
+  const what = (a) => {
+    switch (a.kind) {
+      case "anomaly": return `${a.model} scored ${fmt.num(a.score, 3)}` + (a.top_features && a.top_features.length ? ` (${a.top_features.join(", ")})` : "");
+      case "rule": return `rule ${a.rule}`;
+      case "schema": return `field ${a.field}: ${a.was.length ? a.was.join("/") : "new"} → ${a.now}`;
+      default: return `${a.model} drifted after ${fmt.int(a.trained)} samples`;
+    }
+  };
+  box.replaceChildren(...alerts.slice(-20).reverse().map((a) => h("div", { class: `alert-line ${a.kind}`, "data-kind": a.kind, "data-id": a.id },
+    h("span", { class: `badge ${a.kind}` }, a.kind),
+    ` ${fmt.clock(a.ts_ms)} · ${a.collection ? `${a.collection}/${a.key} · ` : ""}${what(a)}`)));
 }
 
 function renderBridge(bridge) {
