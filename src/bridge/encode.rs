@@ -16,7 +16,6 @@ use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToke
 use serde_json::{Map, Value};
 
 use super::json;
-pub(super) use crate::bson_json::millis_precision;
 pub use crate::bson_json::{bson_to_json, doc_to_json, key_string};
 use crate::event::{ChangeEvent, ClusterTime, Envelope, Op, SnapshotMark, Source};
 

@@ -8,7 +8,7 @@
 
 use mongodb::bson::{Bson, RawArray, RawBsonRef, RawDocument};
 
-use super::encode::millis_precision;
+use crate::bson_json::millis_precision;
 
 /// The excluded paths that still apply below the current position (relative to it).
 pub(super) type Paths<'p> = Vec<&'p [String]>;
