@@ -659,9 +659,8 @@ impl SinkCore {
     /// Schema inference and the rules, on a change whose document is `after` (`before`: the
     /// document held).
     fn watch(&mut self, ev: &Change<'_>, collection: &str, after: &str, before: Option<&Value>) {
-        let Ok(doc) = serde_json::from_str::<Value>(after) else { return };
         let key = || Some(ev.key.to_string());
-        for change in self.schemas.observe(collection, &doc, self.schema_warmup) {
+        for change in self.schemas.observe(collection, after, self.schema_warmup) {
             let id = alert_id(&ev.id, &format!("schema\0{}\0{}", change.field, change.now));
             self.raise(Alert {
                 kind: "schema".into(),
@@ -678,6 +677,7 @@ impl SinkCore {
         if !self.rules.iter().any(|r| r.watches(collection)) {
             return;
         }
+        let Ok(doc) = serde_json::from_str::<Value>(after) else { return };
         let fired: Vec<String> = self
             .rules
             .iter()

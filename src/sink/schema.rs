@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Events per collection before a new field or type is a change (`SINK_SCHEMA_WARMUP`).
 pub const DEFAULT_SCHEMA_WARMUP: u64 = 1_000;
@@ -38,60 +38,50 @@ pub struct Schemas {
     pub collections: BTreeMap<String, CollectionSchema>,
 }
 
-/// The JSON type's name.
-pub fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 impl Schemas {
-    /// Infer from one document of `collection`; the changes it brings after `warmup` events.
-    pub fn observe(&mut self, collection: &str, doc: &Value, warmup: u64) -> Vec<SchemaChange> {
+    /// Infer from one document of `collection` (its JSON text); the changes it brings after
+    /// `warmup` events. An `after` that is not an object (or not JSON) counts as an event with
+    /// no fields.
+    pub fn observe(&mut self, collection: &str, doc: &str, warmup: u64) -> Vec<SchemaChange> {
         let c = match self.collections.get_mut(collection) {
             Some(c) => c,
             None => self.collections.entry(collection.to_string()).or_default(),
         };
         let warm = c.events >= warmup;
         c.events += 1;
-        let mut changes = Vec::new();
-        if let Value::Object(map) = doc {
-            let mut path = String::new();
-            walk(map, &mut path, &mut c.fields, warm, &mut changes);
+        let mut walk = Walk { path: String::new(), fields: &mut c.fields, warm, changes: Vec::new() };
+        let mut de = serde_json::Deserializer::from_str(doc);
+        // The document's text is walked as it is parsed, never built into a `Value`: a `Value`
+        // per change cost the sink a third of its apply time. serde's visitors are the parser
+        // here; only the path bookkeeping is ours.
+        if DeserializeSeed::deserialize(Fields(&mut walk), &mut de).is_err() {
+            return Vec::new();
         }
-        changes
+        walk.changes
     }
 }
 
-fn walk(
-    map: &serde_json::Map<String, Value>,
-    path: &mut String,
-    fields: &mut BTreeMap<String, BTreeMap<String, u64>>,
+/// The state of one document's walk.
+struct Walk<'a> {
+    path: String,
+    fields: &'a mut BTreeMap<String, BTreeMap<String, u64>>,
     warm: bool,
-    changes: &mut Vec<SchemaChange>,
-) {
-    for (k, v) in map {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(k);
-        let t = type_name(v);
-        let types = match fields.get_mut(path.as_str()) {
+    changes: Vec<SchemaChange>,
+}
+
+impl Walk<'_> {
+    /// The field at `path` has type `t` in this document.
+    fn saw(&mut self, t: &'static str) {
+        let types = match self.fields.get_mut(self.path.as_str()) {
             Some(t) => t,
-            None => fields.entry(path.clone()).or_default(),
+            None => self.fields.entry(self.path.clone()).or_default(),
         };
         match types.get_mut(t) {
             Some(n) => *n += 1,
             None => {
-                if warm {
-                    changes.push(SchemaChange {
-                        field: path.clone(),
+                if self.warm {
+                    self.changes.push(SchemaChange {
+                        field: self.path.clone(),
                         was: types.keys().cloned().collect(),
                         now: t.into(),
                     });
@@ -99,10 +89,131 @@ fn walk(
                 types.insert(t.to_string(), 1);
             }
         }
-        if let Value::Object(inner) = v {
-            walk(inner, path, fields, warm, changes);
+    }
+}
+
+/// An object's fields, each recorded under its dotted path (a non-object is skipped).
+struct Fields<'w, 'a>(&'w mut Walk<'a>);
+
+/// One field's value: its type recorded, an object walked.
+struct Field<'w, 'a>(&'w mut Walk<'a>);
+
+/// A key, appended to the path.
+struct Key<'w, 'a>(&'w mut Walk<'a>);
+
+impl<'de> DeserializeSeed<'de> for Fields<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fields<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        loop {
+            let len = walk.path.len();
+            if map.next_key_seed(Key(walk))?.is_none() {
+                return Ok(());
+            }
+            map.next_value_seed(Field(walk))?;
+            walk.path.truncate(len);
         }
-        path.truncate(len);
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E>(self, k: &str) -> Result<(), E> {
+        let path = &mut self.0.path;
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(k);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.saw("object");
+        Fields(self.0).visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.saw("array");
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.saw("boolean");
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.0.saw("number");
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.0.saw("number");
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.saw("number");
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.saw("string");
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.saw("null");
+        Ok(())
     }
 }
 
@@ -115,14 +226,26 @@ mod tests {
     fn one_change_per_field_and_type() {
         let mut s = Schemas::default();
         for i in 0..3 {
-            assert!(s.observe("o", &json!({"a": i, "b": {"c": "x"}}), 3).is_empty());
+            assert!(s.observe("o", &json!({"a": i, "b": {"c": "x"}}).to_string(), 3).is_empty());
         }
-        let ch = s.observe("o", &json!({"a": "one", "b": {"c": "x", "d": null}}), 3);
+        let ch = s.observe("o", &json!({"a": "one", "b": {"c": "x", "d": null}}).to_string(), 3);
         assert_eq!(ch.len(), 2, "{ch:?}");
         assert_eq!(ch[0], SchemaChange { field: "a".into(), was: vec!["number".into()], now: "string".into() });
         assert_eq!(ch[1], SchemaChange { field: "b.d".into(), was: vec![], now: "null".into() });
-        assert!(s.observe("o", &json!({"a": "two"}), 3).is_empty(), "the second time is no change");
+        assert!(s.observe("o", &json!({"a": "two"}).to_string(), 3).is_empty(), "the second time is no change");
         assert_eq!(s.collections["o"].fields["a"]["number"], 3);
         assert_eq!(s.collections["o"].events, 5);
+    }
+
+    #[test]
+    fn arrays_are_one_field_and_escaped_keys_are_read() {
+        let mut s = Schemas::default();
+        s.observe("o", r#"{"a": [1, {"x": 2}], "b\"q": "s", "n": {"m": null}}"#, 10);
+        let fields: Vec<&str> = s.collections["o"].fields.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["a", "b\"q", "n", "n.m"]);
+        assert_eq!(s.collections["o"].fields["a"]["array"], 1);
+        assert_eq!(s.collections["o"].fields["n"]["object"], 1);
+        assert!(s.observe("o", "not json", 10).is_empty());
+        assert_eq!(s.collections["o"].events, 2);
     }
 }
