@@ -92,7 +92,7 @@ impl Walk<'_> {
     }
 }
 
-/// An object's fields, each recorded under its dotted path (a non-object is skipped).
+/// An object's fields, each recorded under its dotted path.
 struct Fields<'w, 'a>(&'w mut Walk<'a>);
 
 /// One field's value: its type recorded, an object walked.
@@ -103,15 +103,16 @@ struct Key<'w, 'a>(&'w mut Walk<'a>);
 
 impl<'de> DeserializeSeed<'de> for Fields<'_, '_> {
     type Value = ();
+    /// A document that is not an object fails here, and `observe` then records no field.
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for Fields<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON document")
+        f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let walk = self.0;
@@ -123,28 +124,6 @@ impl<'de> Visitor<'de> for Fields<'_, '_> {
             map.next_value_seed(Field(walk))?;
             walk.path.truncate(len);
         }
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
     }
 }
 
