@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use mongo_cdc::sink::core::{Outcome, SinkCore};
 use mongo_cdc::sink::decode::{Decoder, Delivery, Input, KeyColumns, KeyFrom};
 use mongo_cdc::sink::spec::ModelSpec;
@@ -134,27 +134,6 @@ fn the_documented_examples_apply_in_both_json_shapes() {
     }
 }
 
-/// Publish `bodies` to `exchange` with their routing keys, as Debezium Server does.
-async fn publish(exchange: &str, bodies: &[(String, Vec<u8>)]) {
-    let conn = Connection::connect(&amqp_uri("/"), ConnectionProperties::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    for (rk, body) in bodies {
-        ch.basic_publish(
-            exchange.into(),
-            rk.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
-    let _ = conn.close(200, "done".into()).await;
-}
-
 #[tokio::test]
 async fn a_stream_mixing_debezium_and_native_messages_is_read_under_auto() {
     let queue = unique("q_dbz");
@@ -198,7 +177,9 @@ async fn a_stream_mixing_debezium_and_native_messages_is_read_under_auto() {
         (key(mg["delete_key"].clone()), mg_delete.to_string().into_bytes()),
         ("x".into(), b"{not json".to_vec()),
     ];
-    publish(&exchange, &messages).await;
+    // With their routing keys, as Debezium Server publishes.
+    let routed: Vec<(&str, &[u8])> = messages.iter().map(|(rk, body)| (rk.as_str(), body.as_slice())).collect();
+    publish_routed("/", &exchange, &routed).await;
     let s = wait_stats(&senv, "every message handled", LIMIT, |s| {
         s["events_applied"] == json!(9) && s["dead_lettered"] == json!(1)
     })

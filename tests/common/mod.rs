@@ -485,15 +485,22 @@ pub async fn wait_stats(
 
 /// Publish raw bodies to `queue` (default exchange, persistent, confirmed).
 pub async fn publish_raw(vhost: &str, queue: &str, bodies: &[Vec<u8>]) {
+    let messages: Vec<(&str, &[u8])> = bodies.iter().map(|b| (queue, b.as_slice())).collect();
+    publish_routed(vhost, "", &messages).await;
+}
+
+/// Publish `(routing key, body)` pairs to `exchange` (persistent, confirmed, no other
+/// property), in order.
+pub async fn publish_routed(vhost: &str, exchange: &str, messages: &[(&str, &[u8])]) {
     let conn = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    for b in bodies {
+    for &(routing_key, body) in messages {
         ch.basic_publish(
-            "".into(),
-            queue.into(),
+            exchange.into(),
+            routing_key.into(),
             Default::default(),
-            b,
+            body,
             BasicProperties::default().with_delivery_mode(2),
         )
         .await
