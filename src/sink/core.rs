@@ -504,12 +504,6 @@ impl SinkCore {
         // Learn first: it is the only step that can fail, and a failure must change nothing.
         // Every model reads its sample and checks its label before any learns.
         let coll_name = &*ev.collection;
-        // The document held, for the rules' edges: read only when a rule watches the collection.
-        let before: Option<Value> = if ev.op != Op::Delete && self.rules.iter().any(|r| r.watches(coll_name)) {
-            existing.and_then(|r| r.doc.as_deref()).and_then(|d| serde_json::from_str(d.get()).ok())
-        } else {
-            None
-        };
         let mut raised: SmallVec<[Alert; 1]> = SmallVec::new();
         let mut learned: SmallVec<[(usize, u64); 4]> = SmallVec::new();
         if let (false, Some(after)) = (ev.op == Op::Delete, ev.after.as_deref())
@@ -598,7 +592,7 @@ impl SinkCore {
             self.raise(a);
         }
         if let (false, Some(after)) = (ev.op == Op::Delete, ev.after.as_deref()) {
-            self.watch(&ev, coll_name, after.get(), before.as_ref());
+            self.watch(&ev, coll_name, after.get());
         }
         // Counted here, where nothing can fail any more, and before the record changes: a
         // delete's measures read the document held when the message has no `before`.
@@ -656,9 +650,9 @@ impl SinkCore {
         self.applied(fp, &ev.id, trained, ev.ts_ms)
     }
 
-    /// Schema inference and the rules, on a change whose document is `after` (`before`: the
-    /// document held).
-    fn watch(&mut self, ev: &Change<'_>, collection: &str, after: &str, before: Option<&Value>) {
+    /// Schema inference and the rules, on a change whose document is `after`, before the
+    /// record takes it (the rules' edges compare with the document held).
+    fn watch(&mut self, ev: &Change<'_>, collection: &str, after: &str) {
         let key = || Some(ev.key.to_string());
         for change in self.schemas.observe(collection, after, self.schema_warmup) {
             let id = alert_id(&ev.id, &format!("schema\0{}\0{}", change.field, change.now));
@@ -678,10 +672,12 @@ impl SinkCore {
             return;
         }
         let Ok(doc) = serde_json::from_str::<Value>(after) else { return };
+        let held = self.records.get(collection).and_then(|c| c.get(&*ev.key)).and_then(|r| r.doc.as_deref());
+        let before: Option<Value> = held.and_then(|d| serde_json::from_str(d.get()).ok());
         let fired: Vec<String> = self
             .rules
             .iter()
-            .filter(|r| r.watches(collection) && r.fires(before, &doc))
+            .filter(|r| r.watches(collection) && r.fires(before.as_ref(), &doc))
             .map(|r| r.name.clone())
             .collect();
         for rule in fired {
