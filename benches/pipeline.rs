@@ -787,7 +787,7 @@ async fn sink_drain(queue: &str, n: u64, servers: &[(&'static str, Option<u32>)]
     assert_eq!(stats["dead_lettered"].as_u64(), Some(0), "{stats}");
     assert!(sink.terminate(LIMIT).await.success(), "sink did not stop:\n{}", sink.output());
     assert_eq!(queue_len("/", queue).await, Some(0), "the sink acknowledged everything");
-    let file = state.path().join(format!("{queue}.checkpoint.json"));
+    let file = state.path().join(format!("{queue}.redb"));
     let checkpoint_mb = std::fs::metadata(&file).map_or(f64::NAN, |m| m.len() as f64 / MIB);
     Drained { per_s: n as f64 / secs, rss_mb: rss, checkpoint_mb, usage }
 }

@@ -1,226 +1,176 @@
-//! Sink checkpoints: a full snapshot of the [`SinkCore`] plus small deltas written after it.
-//!
-//! Each file is replaced or created atomically (temp file, fsync, rename, fsync of the
-//! directory), so a `kill -9` leaves either the old or the new state. A delta holds only
-//! the records changed since the previous write, the new event-id fingerprints and alerts,
-//! and the models (with their category dictionaries) and counters; so a write costs what
-//! changed and the models, not every record held. Once the deltas add up to the size of the
-//! snapshot, a new snapshot replaces them.
-//!
-//! Files in `SINK_STATE_DIR`: `<queue>.checkpoint.json` (the snapshot, with the sequence
-//! number of the last delta it contains) and `<queue>.delta.<seq>.json`.
+//! Sink checkpoints, in an embedded transactional store (redb, `<queue>.redb` in
+//! `SINK_STATE_DIR`): one write transaction per checkpoint holds the records changed since the
+//! previous one, the event ids remembered since, the alerts raised since, and the rest of the
+//! [`SinkCore`] (models, counters, aggregates, schemas, the stream offset) as one value. The
+//! consumer acknowledges a message only after the transaction holding its effect committed
+//! (fsync'd), so a `kill -9` at any moment leaves the last committed checkpoint, and its
+//! messages come again. Commits record redb's allocator state ("quick repair"), so opening
+//! after a crash does not walk the whole file: a restart is ready in a moment whatever the
+//! number of records.
 
-use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::core::{Delta, SinkCore};
+use super::core::{ALERTS_KEPT, Alert, SinkCore};
+use super::state::{RECORDS, StoreError};
 use crate::error::SinkError;
 
-/// Bumped when the file layout changes incompatibly. 3: several models with typed features,
-/// category dictionaries and drift alerts.
-const FORMAT: u32 = 3;
+/// The checkpoint's format and the core's value, as JSON.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The duplicate memory: each remembered event id's fingerprint, by its number.
+const DEDUPE: TableDefinition<u64, u128> = TableDefinition::new("dedupe");
+/// The latest alerts (JSON), by number.
+const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 
-/// Deltas are folded into a new snapshot once they add up to this share of its size.
-const COMPACT_AT: f64 = 1.0;
+/// Bumped when the layout changes incompatibly. 4: the redb store (3 was the last JSON one).
+const FORMAT: u32 = 4;
 
-#[derive(Serialize, Deserialize)]
-struct File<C> {
-    format: u32,
-    core: C,
-}
+/// redb's page cache. Records are read once per change at most and the OS caches the file
+/// too, so a small cache keeps the sink's memory flat however many records it holds.
+const CACHE_BYTES: usize = 16 << 20;
 
-/// A file's format, read before the rest so an old file gets its own message.
-#[derive(Deserialize)]
-struct Format {
-    format: u32,
-}
-
-/// The checkpoint files of one queue's sink.
-#[derive(Debug)]
-pub struct CheckpointFile {
-    dir: PathBuf,
-    snapshot: PathBuf,
-    prefix: String,
-    snapshot_bytes: u64,
-    delta_bytes: u64,
-    /// A write failed after the state was marked saved: the next write is a full snapshot.
-    force_full: bool,
-}
-
-/// A checkpoint encoded into its temp file, to be made durable by [`CheckpointFile::finish`].
-#[derive(Debug)]
-pub struct Written {
-    file: fs::File,
-    tmp: PathBuf,
+/// The state store of one queue's sink.
+pub struct CheckpointStore {
+    db: Arc<Database>,
     path: PathBuf,
-    seq: u64,
-    full: bool,
 }
 
-impl CheckpointFile {
-    /// The files for `queue` in `dir`; creates `dir` if needed.
-    pub fn new(dir: &Path, queue: &str) -> Result<Self, SinkError> {
-        fs::create_dir_all(dir).map_err(|e| SinkError::StateDir(format!("{}: {e}", dir.display())))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            snapshot: dir.join(format!("{queue}.checkpoint.json")),
-            prefix: format!("{queue}.delta."),
-            snapshot_bytes: 0,
-            delta_bytes: 0,
-            force_full: false,
-        })
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStore").field("path", &self.path).finish()
     }
+}
 
-    /// Where the snapshot lives.
-    pub fn path(&self) -> &Path {
-        &self.snapshot
-    }
-
-    /// The saved core (the snapshot with its later deltas applied), if any.
-    pub fn load(&mut self) -> Result<Option<SinkCore>, SinkError> {
-        let bytes = match fs::read(&self.snapshot) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error(&self.snapshot, format!("cannot read it: {e}"))),
-        };
-        self.snapshot_bytes = bytes.len() as u64;
-        self.check_format(&self.snapshot, &bytes)?;
-        let file: File<SinkCore> = serde_json::from_slice(&bytes).map_err(|e| self.unreadable(&self.snapshot, e))?;
-        let mut core = file.core;
-        for (seq, path) in self.deltas()? {
-            if seq <= core.seq() {
-                let _ = fs::remove_file(&path); // already folded into the snapshot
-                continue;
-            }
-            if seq != core.seq() + 1 {
-                return Err(self.error(
-                    &path,
-                    format!("expected delta {} next; move the state away to start over", core.seq() + 1),
-                ));
-            }
-            let bytes = fs::read(&path).map_err(|e| self.error(&path, format!("cannot read it: {e}")))?;
-            self.delta_bytes += bytes.len() as u64;
-            self.check_format(&path, &bytes)?;
-            let file: File<Delta> = serde_json::from_slice(&bytes).map_err(|e| self.unreadable(&path, e))?;
-            core.apply_delta(file.core);
+impl CheckpointStore {
+    /// Open (or create) the store for `queue` in `dir`, creating `dir` if needed. Refuses the
+    /// JSON checkpoint files of an older build, saying how to rebuild.
+    pub fn open(dir: &Path, queue: &str) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|e| SinkError::StateDir(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{queue}.redb"));
+        let legacy = dir.join(format!("{queue}.checkpoint.json"));
+        if legacy.exists() && !path.exists() {
+            return Err(SinkError::Checkpoint(format!(
+                "{} was written by an older mongo-cdc (JSON checkpoint files); this build keeps the sink's state in {} and cannot read them: to rebuild, move {queue}.checkpoint.json and {queue}.delta.*.json out of {}, start the sink, and let the bridge snapshot again (a new CDC_NAME, or its checkpoint removed, with CDC_SNAPSHOT_MODE=initial)",
+                legacy.display(),
+                path.display(),
+                dir.display()
+            )));
         }
-        Ok(Some(core))
-    }
-
-    /// Persist what changed in `core` since the last save (or everything, when the deltas
-    /// have grown to the snapshot's size), then mark it saved: [`Self::begin`], then
-    /// [`Self::finish`].
-    pub fn save(&mut self, core: &mut SinkCore) -> Result<(), SinkError> {
-        let written = self.begin(core)?;
-        self.finish(written)
-    }
-
-    /// The part of a save that needs the state: encode what changed into a temp file (into
-    /// the page cache, no fsync) and mark it saved. The caller can then let go of the state
-    /// and [`Self::finish`] (the fsync, the slow part) without it. If finishing fails, the
-    /// next save writes a full snapshot, which holds everything marked saved meanwhile.
-    pub fn begin(&mut self, core: &mut SinkCore) -> Result<Written, SinkError> {
-        let seq = core.seq() + 1;
-        let full = self.force_full || self.delta_bytes as f64 >= self.snapshot_bytes as f64 * COMPACT_AT;
-        let path = if full { self.snapshot.clone() } else { self.dir.join(format!("{}{seq:020}.json", self.prefix)) };
-        let tmp = path.with_extension("json.tmp");
-        let io = |e: std::io::Error| self.error(&path, format!("cannot write it: {e}"));
-        let f = fs::File::create(&tmp).map_err(io)?;
-        let mut w = BufWriter::with_capacity(1 << 20, &f);
-        let encoded = if full {
-            core.set_seq(seq);
-            let r = serde_json::to_writer(&mut w, &File { format: FORMAT, core: &*core });
-            if r.is_err() {
-                core.set_seq(seq - 1);
+        let error = |what: String| SinkError::Checkpoint(format!("{} {what}", path.display()));
+        let db = Builder::new().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => {
+                error("is open in another sink (one sink per queue and SINK_STATE_DIR)".into())
             }
-            r
-        } else {
-            let r = serde_json::to_writer(&mut w, &File { format: FORMAT, core: &core.delta(seq) });
-            if r.is_ok() {
-                core.set_seq(seq);
-            }
-            r
-        };
-        encoded.map_err(|e| self.error(&path, format!("cannot encode it: {e}")))?;
-        w.flush().map_err(io)?;
-        drop(w);
-        core.mark_saved();
-        Ok(Written { file: f, tmp, path, seq, full })
-    }
-
-    /// The part of a save that does not need the state: fsync the temp file, rename it into
-    /// place, fsync the directory; drop the deltas a new snapshot folded in.
-    pub fn finish(&mut self, w: Written) -> Result<(), SinkError> {
-        let Written { file, tmp, path, seq, full } = w;
-        let done = (|| {
-            let io = |e: std::io::Error| self.error(&path, format!("cannot write it: {e}"));
-            file.sync_all().map_err(io)?;
-            let n = file.metadata().map_err(io)?.len();
-            drop(file);
-            fs::rename(&tmp, &path).map_err(io)?;
-            fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
-            Ok::<u64, SinkError>(n)
+            e => error(format!("cannot be opened ({e}); move it away to start over")),
+        })?;
+        // The tables exist from the start, so readers never meet a missing one.
+        let created = (|| {
+            let txn = db.begin_write()?;
+            txn.open_table(META)?;
+            txn.open_table(DEDUPE)?;
+            txn.open_table(ALERTS)?;
+            txn.open_table(RECORDS)?;
+            txn.commit()?;
+            Ok::<_, redb::Error>(())
         })();
-        match done {
-            Ok(n) if full => {
-                (self.snapshot_bytes, self.delta_bytes, self.force_full) = (n, 0, false);
-                for (old, path) in self.deltas()? {
-                    if old <= seq {
-                        let _ = fs::remove_file(path);
-                    }
-                }
-                Ok(())
+        created.map_err(|e| error(format!("cannot be written: {e}")))?;
+        Ok(Self { db: Arc::new(db), path })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved core, if any, remembering `dedupe_window` event ids, its records read from
+    /// this store.
+    pub fn load(&self, dedupe_window: usize) -> Result<Option<SinkCore>, SinkError> {
+        let loaded = (|| {
+            let txn = self.db.begin_read().map_err(StoreError::from)?;
+            let meta = txn.open_table(META).map_err(StoreError::from)?;
+            let Some(format) = meta.get("format").map_err(StoreError::from)? else { return Ok(None) };
+            let format = String::from_utf8_lossy(format.value()).into_owned();
+            if format != FORMAT.to_string() {
+                return Err(StoreError(format!(
+                    "has format {format}, this build reads {FORMAT}; move it away to start over (the models learn again from what the queue delivers)"
+                )));
             }
-            Ok(n) => {
-                self.delta_bytes += n;
-                Ok(())
+            let Some(core) = meta.get("core").map_err(StoreError::from)? else { return Ok(None) };
+            let core: SinkCore = serde_json::from_slice(core.value())
+                .map_err(|e| StoreError(format!("is unreadable ({e}); move it away to start over")))?;
+            let mut core = core.restored(dedupe_window).map_err(StoreError)?;
+            let ids = txn.open_table(DEDUPE).map_err(StoreError::from)?;
+            let ids = ids.range(..).map_err(StoreError::from)?;
+            let ids: Vec<u128> =
+                ids.map(|r| r.map(|(_, v)| v.value())).collect::<Result<_, _>>().map_err(StoreError::from)?;
+            let alerts = txn.open_table(ALERTS).map_err(StoreError::from)?;
+            let mut kept = Vec::new();
+            for row in alerts.range(..).map_err(StoreError::from)? {
+                let (_, v) = row.map_err(StoreError::from)?;
+                kept.push(serde_json::from_slice::<Alert>(v.value()).map_err(StoreError::from)?);
             }
-            Err(e) => {
-                self.force_full = true;
-                Err(e)
-            }
+            core.restore_memory(ids.into_iter(), kept.into_iter(), self.db.clone())?;
+            Ok(Some(core))
+        })();
+        loaded.map_err(|e: StoreError| SinkError::Checkpoint(format!("{} {}", self.path.display(), e.0)))
+    }
+
+    /// Read and write `core`'s records through this store (a fresh core).
+    pub fn attach(&self, core: &mut SinkCore) -> Result<(), SinkError> {
+        core.attach_store(self.db.clone()).map_err(|e| self.error(e))
+    }
+
+    /// Write what changed in `core` since the last checkpoint in one transaction, commit it,
+    /// then mark the core saved (letting go of the records held only until now). If anything
+    /// fails, nothing is marked and the next checkpoint writes it all again.
+    pub fn save(&self, core: &mut SinkCore) -> Result<(), SinkError> {
+        let seq = core.seq() + 1;
+        core.set_seq(seq);
+        let written = self.write(core);
+        if let Err(e) = written {
+            core.set_seq(seq - 1);
+            return Err(self.error(e));
         }
+        core.attach_store(self.db.clone()).and_then(|()| core.mark_saved()).map_err(|e| self.error(e))
     }
 
-    /// Delta files, by sequence number.
-    fn deltas(&self) -> Result<Vec<(u64, PathBuf)>, SinkError> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| SinkError::StateDir(format!("{}: {e}", self.dir.display())))?;
-        let mut out: Vec<(u64, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let seq = name.strip_prefix(&self.prefix)?.strip_suffix(".json")?.parse().ok()?;
-                Some((seq, e.path()))
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    fn check_format(&self, path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-        let format = serde_json::from_slice::<Format>(bytes).map_err(|e| self.unreadable(path, e))?.format;
-        if format == FORMAT {
-            return Ok(());
+    fn write(&self, core: &SinkCore) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_quick_repair(true);
+        core.records().write_changed(&txn)?;
+        {
+            let mut ids = txn.open_table(DEDUPE).map_err(StoreError::from)?;
+            for (n, fp) in core.fresh_ids() {
+                ids.insert(n, fp).map_err(StoreError::from)?;
+            }
+            let (keep, total) = core.dedupe_span();
+            if total > keep {
+                ids.retain_in(..total - keep, |_, _| false).map_err(StoreError::from)?;
+            }
+            let mut alerts = txn.open_table(ALERTS).map_err(StoreError::from)?;
+            let (fresh, total) = core.numbered_alerts();
+            let mut buf = Vec::new();
+            for (n, a) in fresh {
+                buf.clear();
+                serde_json::to_writer(&mut buf, a).map_err(StoreError::from)?;
+                alerts.insert(n, buf.as_slice()).map_err(StoreError::from)?;
+            }
+            let keep = ALERTS_KEPT as u64;
+            if total > keep {
+                alerts.retain_in(..total - keep, |_, _| false).map_err(StoreError::from)?;
+            }
+            let mut meta = txn.open_table(META).map_err(StoreError::from)?;
+            let value = serde_json::to_vec(core).map_err(StoreError::from)?;
+            meta.insert("format", FORMAT.to_string().as_bytes()).map_err(StoreError::from)?;
+            meta.insert("core", value.as_slice()).map_err(StoreError::from)?;
         }
-        Err(self.error(
-            path,
-            format!(
-                "has format {format}, this build reads {FORMAT} (several models, typed features, drift alerts); move `{}` away to start over (the models learn again from what the queue delivers)",
-                self.dir.display()
-            ),
-        ))
+        txn.commit().map_err(StoreError::from)
     }
 
-    fn unreadable(&self, path: &Path, e: serde_json::Error) -> SinkError {
-        self.error(path, format!("is unreadable ({e}); move it away to start over"))
-    }
-
-    fn error(&self, path: &Path, what: String) -> SinkError {
-        SinkError::Checkpoint(format!("{} {what}", path.display()))
+    fn error(&self, e: StoreError) -> SinkError {
+        SinkError::Checkpoint(format!("{} {}", self.path.display(), e.0))
     }
 }
 
@@ -228,8 +178,10 @@ impl CheckpointFile {
 mod tests {
     use super::*;
     use crate::ml::{ModelKind, Task};
+    use crate::sink::core::Outcome;
     use crate::sink::features::FeatureSpec;
     use crate::sink::spec::ModelSpec;
+    use redb::ReadableTableMetadata;
 
     fn specs() -> Vec<ModelSpec> {
         let f = |list: &[&str]| list.iter().map(|f| FeatureSpec::parse(f).unwrap()).collect();
@@ -250,10 +202,6 @@ mod tests {
         ]
     }
 
-    fn core() -> SinkCore {
-        SinkCore::new(specs(), 1000).unwrap().restored(1000).unwrap()
-    }
-
     fn event(i: u32, key: u32) -> Vec<u8> {
         format!(
             r#"{{"id":"e{i}","op":"c","key":"k{key}","after":{{"x":{i},"c":"v{}","y":{}}},"source":{{"db":"d","collection":"c","cluster_time":{{"t":{i},"i":1}}}},"ts_ms":1}}"#,
@@ -269,44 +217,113 @@ mod tests {
             s.counters,
             s.records,
             s.models,
-            c.record("c", "k3").map(|r| (r.version, r.learned.clone())),
+            c.record("c", "k3").map(|r| (r.version, r.learned.clone(), r.doc.map(|d| d.get().to_string()))),
             c.alerts(),
             c.predict(Some("tree"), &serde_json::json!({"x": 3, "c": "v1"})).map(|p| p.prediction).ok(),
+            c.live_records(Some("c")).unwrap(),
         ))
         .unwrap()
     }
 
+    fn fresh(store: &CheckpointStore) -> SinkCore {
+        let mut core = SinkCore::new(specs(), 1000).unwrap();
+        store.attach(&mut core).unwrap();
+        core
+    }
+
     #[test]
-    fn deltas_and_compaction_restore_the_same_state() {
+    fn each_checkpoint_restores_the_same_state_and_lets_go_of_the_records() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = CheckpointFile::new(dir.path(), "q").unwrap();
-        let mut live = core();
+        let store = CheckpointStore::open(dir.path(), "q").unwrap();
+        assert!(store.load(1000).unwrap().is_none(), "a new store holds no checkpoint");
+        let mut live = fresh(&store);
         let mut i = 0;
         for round in 0..12 {
             for _ in 0..(5 + round) {
                 i += 1;
-                live.apply_bytes(&event(i, i % 7));
+                assert!(matches!(live.apply_bytes(&event(i, i % 7)), Outcome::Applied { .. }));
             }
-            file.save(&mut live).unwrap();
-            let mut reopened = CheckpointFile::new(dir.path(), "q").unwrap();
-            let back = reopened.load().unwrap().expect("saved state").restored(1000).unwrap();
+            assert!(live.records().held() > 0);
+            store.save(&mut live).unwrap();
+            assert_eq!(live.records().held(), 0, "after a checkpoint the records live in the store only");
+            let mut back = store.load(1000).unwrap().expect("saved state");
             assert_eq!(snapshot(&back), snapshot(&live), "after round {round}");
             assert_eq!(back.seq(), live.seq());
             // A redelivery of the last event is recognised after the restart too.
-            let mut back = back;
-            assert!(matches!(back.apply_bytes(&event(i, i % 7)), crate::sink::core::Outcome::Duplicate));
+            assert_eq!(back.apply_bytes(&event(i, i % 7)), Outcome::Duplicate);
         }
-        let deltas = file.deltas().unwrap();
-        assert!(deltas.len() < 12, "compaction folded deltas into the snapshot: {deltas:?}");
-        assert!(deltas.iter().all(|(seq, _)| *seq > 1));
+        // Reopened, as after a restart: the same.
+        let before = snapshot(&live);
+        drop(live);
+        drop(store);
+        let store = CheckpointStore::open(dir.path(), "q").unwrap();
+        let mut back = store.load(1000).unwrap().unwrap();
+        assert_eq!(snapshot(&back), before);
+        // An older change of a stored record is stale; a new one applies to the stored version.
+        assert_eq!(back.apply_bytes(&event(1, 1)), Outcome::Duplicate, "e1 is still remembered");
+        let v = back.record("c", "k3").unwrap().version;
+        assert!(matches!(back.apply_bytes(&event(i + 1, 3)), Outcome::Applied { .. }));
+        assert_eq!(back.record("c", "k3").unwrap().version, v + 1);
     }
 
     #[test]
-    fn an_older_format_is_refused_with_one_line_saying_how_to_start_over() {
+    fn the_duplicate_memory_and_the_alerts_stay_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("q.checkpoint.json"), r#"{"format": 2, "core": {"spec": {}}}"#).unwrap();
-        let err = CheckpointFile::new(dir.path(), "q").unwrap().load().unwrap_err().to_string();
-        assert!(err.contains("has format 2, this build reads 3") && err.contains("away to start over"), "{err}");
+        let store = CheckpointStore::open(dir.path(), "q").unwrap();
+        let mut core = SinkCore::new(specs(), 10).unwrap();
+        store.attach(&mut core).unwrap();
+        for i in 1..=95 {
+            core.apply_bytes(&event(i, i));
+            if i % 20 == 0 {
+                store.save(&mut core).unwrap();
+            }
+        }
+        store.save(&mut core).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let ids = txn.open_table(DEDUPE).unwrap();
+        assert_eq!(ids.len().unwrap(), 10);
+        assert_eq!(ids.first().unwrap().unwrap().0.value(), 85, "the newest ten, numbered from 0");
+        let back = store.load(10).unwrap().unwrap();
+        let mut back = back;
+        assert_eq!(back.apply_bytes(&event(95, 95)), Outcome::Duplicate);
+        assert_eq!(back.apply_bytes(&event(86, 86)), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn a_snapshot_end_reconciles_records_held_only_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), "q").unwrap();
+        let mut core = fresh(&store);
+        for i in 1..=5 {
+            core.apply_bytes(&event(i, i));
+        }
+        store.save(&mut core).unwrap();
+        // Keys 1..=5 were last changed at t = 1..=5; a snapshot since t = 3 delivered 4 and 5.
+        let end = r#"{"id":"s:1:c:end","op":"snapshot","ts_ms":9,"snapshot":{"id":"1","phase":"end","since":{"t":3,"i":1}},"source":{"db":"d","collection":"c","cluster_time":{"t":9,"i":1},"snapshot":"true"}}"#;
+        assert_eq!(core.apply_bytes(end.as_bytes()), Outcome::Control);
+        assert_eq!(core.stats().counters.reconciled_deletes, 3);
+        assert_eq!(core.live_records(Some("c")).unwrap(), 2);
+        store.save(&mut core).unwrap();
+        let back = store.load(1000).unwrap().unwrap();
+        assert!(back.record("c", "k2").unwrap().doc.is_none());
+        assert!(back.record("c", "k5").unwrap().doc.is_some());
+        assert_eq!(back.live_records(None).unwrap(), 2);
+    }
+
+    #[test]
+    fn old_json_checkpoints_are_refused_with_one_line_saying_how_to_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("q.checkpoint.json"), r#"{"format": 3, "core": {}}"#).unwrap();
+        let err = CheckpointStore::open(dir.path(), "q").unwrap_err().to_string();
+        assert!(err.contains("older mongo-cdc") && err.contains("to rebuild"), "{err}");
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_store_open_in_another_sink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = CheckpointStore::open(dir.path(), "q").unwrap();
+        let err = CheckpointStore::open(dir.path(), "q").unwrap_err().to_string();
+        assert!(err.contains("is open in another sink"), "{err}");
     }
 }

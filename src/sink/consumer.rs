@@ -93,7 +93,13 @@ impl Mirrors {
         }
         let (rows, stats, alerts) = {
             let core = http::lock(core);
-            let rows = self.pg.as_ref().map(|pg| core.rows(pg.wants_all())).unwrap_or_default();
+            let rows = match self.pg.as_ref().map(|pg| core.rows(pg.wants_all())).transpose() {
+                Ok(rows) => rows.unwrap_or_default(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the records to mirror; messages stay unacknowledged");
+                    return false;
+                }
+            };
             (rows, core.stats(), core.unpublished_alerts().to_vec())
         };
         let mut backoff = Backoff::default();
@@ -141,14 +147,16 @@ impl Consumer {
             backoff.session_started();
             match self.session(shutdown).await {
                 Ok(()) => return Ok(()),
-                Err(
+                Err(SinkError::Mq(
                     e @ (MqError::Auth { .. } | MqError::Vhost { .. } | MqError::Tls { .. } | MqError::Topology(_)),
-                ) => {
+                )) => {
                     return Err(e.into());
                 }
-                Err(e) => {
+                Err(SinkError::Mq(e)) => {
                     tracing::warn!(error = %e, "RabbitMQ failed; reconnecting (unacknowledged messages come again and are deduplicated)")
                 }
+                // The state store failed: stop; nothing since the last checkpoint was acknowledged.
+                Err(e) => return Err(e),
             }
             if !backoff.wait(shutdown).await {
                 return self.last_checkpoint().await;
@@ -156,11 +164,11 @@ impl Consumer {
         }
     }
 
-    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), MqError> {
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SinkError> {
         let channel = self.rabbit.channel().await?;
         self.topology.declare(&channel).await?;
         let alerts = AlertPublisher::open(&self.rabbit, &self.topology.queue).await?;
-        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await?;
+        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await.map_err(MqError::from)?;
         // A stream keeps its messages: read on after the last one applied (checkpointed), or,
         // with no checkpoint, from `SINK_STREAM_START`. Poison cannot be dead-lettered from a
         // stream, so it is published to the dead-letter queue here.
@@ -174,7 +182,7 @@ impl Consumer {
             };
             args.insert("x-stream-offset".into(), offset);
             let ch = self.rabbit.channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(MqError::from)?;
             dead_letters = Some(ch);
         }
         let mut deliveries = channel
@@ -184,7 +192,8 @@ impl Consumer {
                 BasicConsumeOptions::default(),
                 args,
             )
-            .await?;
+            .await
+            .map_err(MqError::from)?;
         let mut pending = Pending::default();
         let mut published = Instant::now();
         loop {
@@ -200,8 +209,8 @@ impl Consumer {
                     }
                 }
                 // The queue was deleted, or its node failed over: consume again.
-                Ok(None) => return Err(MqError::Cancelled),
-                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) => return Err(MqError::Cancelled.into()),
+                Ok(Some(Err(e))) => return Err(MqError::from(e).into()),
                 Ok(Some(Ok(delivery))) => {
                     let outcome = {
                         let mut core = http::lock(&self.core);
@@ -224,6 +233,9 @@ impl Consumer {
                         }
                         outcome
                     };
+                    if let Outcome::Unavailable(reason) = &outcome {
+                        return Err(SinkError::Checkpoint(reason.clone()));
+                    }
                     pending.count += 1;
                     if let (Outcome::Poison(reason), Some(dlq)) = (&outcome, &dead_letters) {
                         tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
@@ -238,13 +250,17 @@ impl Consumer {
                                 &delivery.data,
                                 props,
                             )
-                            .await?;
+                            .await
+                            .map_err(MqError::from)?;
                         confirmed(confirm).await?;
                         pending.ack_upto = Some(delivery.delivery_tag);
                         pending.unsettled += 1;
                     } else if let Outcome::Poison(reason) = &outcome {
                         tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
-                        channel.basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false }).await?;
+                        channel
+                            .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false })
+                            .await
+                            .map_err(MqError::from)?;
                     } else {
                         pending.ack_upto = Some(delivery.delivery_tag);
                         pending.unsettled += 1;
@@ -322,17 +338,14 @@ impl Consumer {
         self.checkpoint().await
     }
 
-    /// Checkpoint: encode under the state's lock, make it durable without it (so the HTTP
-    /// API never waits behind an fsync); then publish the figures.
+    /// Checkpoint: one transaction of the state store, committed (fsync'd) on a blocking
+    /// thread under the state's lock (nothing else changes the state meanwhile: the consumer
+    /// waits for it); then publish the figures.
     async fn checkpoint(&self) -> Result<(), SinkError> {
         let (file, core) = (self.file.clone(), self.core.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-            let written = file.begin(&mut http::lock(&core))?;
-            file.finish(written)
-        })
-        .await
-        .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+        let written = tokio::task::spawn_blocking(move || file.save(&mut http::lock(&core)))
+            .await
+            .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
         self.board.publish(&http::lock(&self.core));
         written
     }

@@ -1,49 +1,27 @@
 //! The sink's in-process core: parse an event, recognise duplicates and stale events, apply
 //! it to the versioned records, and let every model that reads the collection score and learn
-//! it when what it learns from changed; drift detections become alerts. No I/O, so it can be
-//! benchmarked and checkpointed whole.
+//! it when what it learns from changed; drift detections become alerts. Records are read
+//! through [`Records`] (from the state store when there is one); nothing else here does I/O,
+//! so the core can be benchmarked in memory.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
-use super::analytics::{Analytics, AnalyticsDelta, AnalyticsDeltaRef};
+use super::analytics::Analytics;
 use super::decode::{Change, Decoded, Decoder, Delivery, Position, Skipped, Truncate};
 use super::features::{Capture, FieldPlan};
 use super::learner::{Decision, Learner, ModelReport};
 use super::rules::Rule;
 use super::schema::{DEFAULT_SCHEMA_WARMUP, Schemas};
 use super::spec::{DEFAULT_MODEL, ModelSpec};
+pub use super::state::{Record, Row};
+use super::state::{Records, StoreError};
 use crate::event::{ControlEvent, Op, Phase};
 use crate::ml::{MlError, Prediction};
-
-/// The current state of one record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// The document, as the JSON it arrived in; `None` once deleted.
-    pub doc: Option<Box<RawValue>>,
-    /// 1 for the insert, +1 for every later change (deletes included).
-    pub version: u64,
-    /// Id of the last event applied.
-    pub last_id: String,
-    /// `ts_ms` of the last event applied.
-    pub ts_ms: i64,
-    /// Source position of the last event applied (a cluster time for our own messages);
-    /// older events are stale. Named `cluster_time` in checkpoints and `/records`.
-    #[serde(rename = "cluster_time")]
-    pub position: Position,
-    /// Per model (in configuration order), the fingerprint of the sample it last learned
-    /// from this key; 0 for none. Cleared by a delete. Inline for one model: no allocation.
-    #[serde(default, skip_serializing_if = "SmallVec::is_empty")]
-    pub learned: SmallVec<[u64; 1]>,
-    /// Changed since the last checkpoint write.
-    #[serde(skip)]
-    dirty: bool,
-}
 
 /// What applying one message did.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +44,8 @@ pub enum Outcome {
     Stale,
     /// Unusable: goes to the dead-letter queue with this reason.
     Poison(String),
+    /// The state store failed (the reason); nothing changed, the message must come again.
+    Unavailable(String),
 }
 
 /// Counters served by `/stats`.
@@ -177,7 +157,7 @@ pub const ALERTS_KEPT: usize = 1_000;
 struct Alerts {
     recent: VecDeque<Alert>,
     /// Raised since the last checkpoint write: published before the next one is written,
-    /// carried by the delta.
+    /// which stores them.
     #[serde(skip)]
     unpublished: Vec<Alert>,
 }
@@ -243,21 +223,30 @@ impl RecentIds {
     }
 }
 
-type Map<V> = HashMap<String, V, RandomState>;
-
-/// Records, models, alerts and counters: everything a checkpoint holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Records, models, alerts and counters: everything a checkpoint holds. Serialised, it is
+/// the checkpoint's `core` value; the records, the duplicate memory and the recent alerts
+/// have tables of their own (see [`super::checkpoint`]).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SinkCore {
     learners: Vec<Learner>,
-    records: Map<Map<Record>>,
+    #[serde(skip)]
+    records: Records,
     live_records: u64,
+    #[serde(skip)]
     recent: RecentIds,
+    /// Event ids ever remembered: numbers the duplicate memory's rows.
+    #[serde(default)]
+    remembered: u64,
     counters: Counters,
     last_event_id: Option<String>,
     /// Sequence number of the last checkpoint write this state contains.
     #[serde(default)]
     seq: u64,
+    #[serde(skip)]
     alerts: Alerts,
+    /// Alerts ever raised: numbers the alerts' rows.
+    #[serde(default)]
+    raised: u64,
     /// With a stream queue: the offset of the last message applied (consuming resumes after it).
     #[serde(default)]
     stream_offset: Option<u64>,
@@ -362,13 +351,15 @@ impl SinkCore {
         Ok(Self {
             learners,
             plan,
-            records: Map::default(),
+            records: Records::default(),
             live_records: 0,
             recent: RecentIds::with_capacity(dedupe_window),
+            remembered: 0,
             counters: Counters::default(),
             last_event_id: None,
             seq: 0,
             alerts: Alerts::default(),
+            raised: 0,
             stream_offset: None,
             analytics: Analytics::default(),
             schemas: Schemas::default(),
@@ -471,7 +462,10 @@ impl SinkCore {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        let existing = self.records.get(&*ev.collection).and_then(|c| c.get(&*ev.key));
+        if let Err(e) = self.records.fetch(&ev.collection, &ev.key) {
+            return Outcome::Unavailable(e.to_string());
+        }
+        let existing = self.records.get(&ev.collection, &ev.key);
         // A replay older than the dedupe memory is still recognised: the record's last event,
         // by its id at the same position; anything older is stale.
         if existing.is_some_and(|r| r.position == ev.position && r.last_id == ev.id) {
@@ -489,8 +483,7 @@ impl SinkCore {
             && let (Some(rec), Some(after)) = (existing, ev.after.as_deref())
             && rec.doc.as_deref().is_some_and(|d| d.get() == after.get())
         {
-            let rec = self.records.get_mut(&*ev.collection).and_then(|c| c.get_mut(&*ev.key));
-            if let Some(rec) = rec {
+            if let Some(rec) = self.records.get_mut(&ev.collection, &ev.key) {
                 rec.last_id.clear();
                 rec.last_id.push_str(&ev.id);
                 rec.ts_ms = ev.ts_ms;
@@ -597,26 +590,11 @@ impl SinkCore {
         // Counted here, where nothing can fail any more, and before the record changes: a
         // delete's measures read the document held when the message has no `before`.
         let held = (ev.op == Op::Delete)
-            .then(|| self.records.get(coll_name).and_then(|c| c.get(&*ev.key)).and_then(|r| r.doc.as_deref()))
+            .then(|| self.records.get(coll_name, &ev.key).and_then(|r| r.doc.as_deref()))
             .flatten();
         self.analytics.observe(&ev, held);
 
-        let coll = match self.records.get_mut(&*ev.collection) {
-            Some(c) => c,
-            None => self.records.entry(ev.collection.to_string()).or_default(),
-        };
-        let rec = match coll.get_mut(&*ev.key) {
-            Some(r) => r,
-            None => coll.entry(ev.key.to_string()).or_insert_with(|| Record {
-                doc: None,
-                version: 0,
-                last_id: String::new(),
-                ts_ms: 0,
-                position: ev.position,
-                learned: SmallVec::new(),
-                dirty: true,
-            }),
-        };
+        let rec = self.records.entry(&ev.collection, &ev.key, ev.position);
         let was_live = rec.doc.is_some();
         match (ev.op, ev.after.as_deref()) {
             (Op::Delete, _) => {
@@ -672,7 +650,7 @@ impl SinkCore {
             return;
         }
         let Ok(doc) = serde_json::from_str::<Value>(after) else { return };
-        let held = self.records.get(collection).and_then(|c| c.get(&*ev.key)).and_then(|r| r.doc.as_deref());
+        let held = self.records.get(collection, &ev.key).and_then(|r| r.doc.as_deref());
         let before: Option<Value> = held.and_then(|d| serde_json::from_str(d.get()).ok());
         let fired: Vec<String> = self
             .rules
@@ -714,6 +692,7 @@ impl SinkCore {
                 c.schema_alerts += 1;
             }
         }
+        self.raised += 1;
         self.alerts.keep(alert.clone());
         self.alerts.unpublished.push(alert);
     }
@@ -727,6 +706,7 @@ impl SinkCore {
 
     fn remember(&mut self, fp: u128, id: &str) {
         self.recent.insert(fp);
+        self.remembered += 1;
         self.fresh_ids += 1;
         match &mut self.last_event_id {
             Some(last) => {
@@ -756,21 +736,16 @@ impl SinkCore {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        if ctl.snapshot.phase == Phase::End
-            && let Some(coll) = self.records.get_mut(&ctl.source.collection)
-        {
+        if ctl.snapshot.phase == Phase::End {
             let since = Position::from(ctl.snapshot.since);
-            let mut removed = 0;
-            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.position <= since) {
-                rec.doc = None;
-                rec.learned.clear();
-                rec.version += 1;
-                rec.last_id.clone_from(&ctl.id);
-                rec.ts_ms = ctl.ts_ms;
-                rec.position = since;
-                rec.dirty = true;
-                removed += 1;
-            }
+            let removed = match self.records.change_where(
+                &ctl.source.collection,
+                |r| r.doc.is_some() && r.position <= since,
+                |rec| delete(rec, &ctl.id, ctl.ts_ms, since),
+            ) {
+                Ok(n) => n,
+                Err(e) => return Outcome::Unavailable(e.to_string()),
+            };
             self.live_records -= removed;
             self.counters.reconciled_deletes += removed;
             if removed > 0 {
@@ -789,21 +764,16 @@ impl SinkCore {
             self.counters.duplicates_skipped += 1;
             return Outcome::Duplicate;
         }
-        if let Some(coll) = self.records.get_mut(&*t.collection) {
-            let mut removed = 0;
-            for rec in coll.values_mut().filter(|r| r.doc.is_some() && r.position <= t.position) {
-                rec.doc = None;
-                rec.learned.clear();
-                rec.version += 1;
-                rec.last_id.clone_from(&t.id);
-                rec.ts_ms = t.ts_ms;
-                rec.position = t.position;
-                rec.dirty = true;
-                removed += 1;
-            }
-            self.live_records -= removed;
-            tracing::info!(table = %t.collection, removed, "truncated");
-        }
+        let removed = match self.records.change_where(
+            &t.collection,
+            |r| r.doc.is_some() && r.position <= t.position,
+            |rec| delete(rec, &t.id, t.ts_ms, t.position),
+        ) {
+            Ok(n) => n,
+            Err(e) => return Outcome::Unavailable(e.to_string()),
+        };
+        self.live_records -= removed;
+        tracing::info!(table = %t.collection, removed, "truncated");
         self.counters.truncates += 1;
         self.applied(fp, &t.id, false, t.ts_ms)
     }
@@ -823,51 +793,75 @@ impl SinkCore {
         self.seq = seq;
     }
 
-    /// What changed since the last checkpoint write, as delta `seq`.
-    pub fn delta(&self, seq: u64) -> DeltaRef<'_> {
-        let records = self
-            .records
-            .iter()
-            .flat_map(|(c, m)| m.iter().filter(|(_, r)| r.dirty).map(move |(k, r)| (c.as_str(), k.as_str(), r)))
-            .collect();
+    /// The records, for the checkpoint to write the changed ones.
+    pub(super) fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// The event ids remembered since the last checkpoint write, each with its number.
+    pub(super) fn fresh_ids(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
         let fresh = self.fresh_ids.min(self.recent.order.len());
-        DeltaRef {
-            seq,
-            records,
-            recent: self.recent.order.iter().skip(self.recent.order.len() - fresh).copied().collect(),
-            learners: &self.learners,
-            counters: &self.counters,
-            live_records: self.live_records,
-            last_event_id: &self.last_event_id,
-            alerts: &self.alerts.unpublished,
-            stream_offset: self.stream_offset,
-            analytics: self.analytics.delta(),
-            schemas: &self.schemas,
+        let first = self.remembered - fresh as u64;
+        self.recent.order.iter().skip(self.recent.order.len() - fresh).copied().zip(first..).map(|(fp, n)| (n, fp))
+    }
+
+    /// How many event ids the duplicate memory keeps, and how many were ever remembered.
+    pub(super) fn dedupe_span(&self) -> (u64, u64) {
+        (self.recent.capacity.max(1) as u64, self.remembered)
+    }
+
+    /// The alerts raised since the last checkpoint write, each with its number; and how many
+    /// were ever raised.
+    pub(super) fn numbered_alerts(&self) -> (impl Iterator<Item = (u64, &Alert)>, u64) {
+        let first = self.raised - self.alerts.unpublished.len() as u64;
+        ((first..).zip(&self.alerts.unpublished), self.raised)
+    }
+
+    /// After loading a checkpoint: the duplicate memory and the recent alerts, oldest first,
+    /// and the store the records are read from.
+    pub(super) fn restore_memory(
+        &mut self,
+        ids: impl Iterator<Item = u128>,
+        alerts: impl Iterator<Item = Alert>,
+        db: std::sync::Arc<redb::Database>,
+    ) -> Result<(), StoreError> {
+        for fp in ids {
+            self.recent.insert(fp);
         }
+        for a in alerts {
+            self.alerts.keep(a);
+        }
+        self.records.attach(db)
+    }
+
+    /// Read and write records through `db` from now on (a fresh core on a fresh store).
+    pub(super) fn attach_store(&mut self, db: std::sync::Arc<redb::Database>) -> Result<(), StoreError> {
+        self.records.attach(db)
     }
 
     /// The records changed since the last checkpoint write (`all`: every record), for the
     /// mirrors: written before the checkpoint that marks them saved.
-    pub fn rows(&self, all: bool) -> Vec<Row> {
-        self.records
-            .iter()
-            .flat_map(|(c, m)| {
-                m.iter().filter(move |(_, r)| all || r.dirty).map(move |(k, r)| Row {
-                    collection: c.clone(),
-                    key: k.clone(),
-                    doc: r.doc.as_ref().map(|d| d.get().to_string()),
-                    version: r.version,
-                })
-            })
-            .collect()
+    pub fn rows(&self, all: bool) -> Result<Vec<Row>, StoreError> {
+        let row = |c: &str, k: &str, r: &Record| Row {
+            collection: c.to_string(),
+            key: k.to_string(),
+            doc: r.doc.as_ref().map(|d| d.get().to_string()),
+            version: r.version,
+        };
+        if !all {
+            return Ok(self.records.changed().map(|(c, k, r)| row(c, k, r)).collect());
+        }
+        let mut rows = Vec::new();
+        self.records.for_each(None, |c, k, r| rows.push(row(c, k, r)))?;
+        Ok(rows)
     }
 
-    /// Everything so far is in a checkpoint (and its alerts were published before).
-    pub fn mark_saved(&mut self) {
-        self.records.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
+    /// Everything so far is in a checkpoint (and its alerts were published before): the
+    /// records held only for it are let go.
+    pub fn mark_saved(&mut self) -> Result<(), StoreError> {
         self.fresh_ids = 0;
         self.alerts.unpublished.clear();
-        self.analytics.mark_saved();
+        self.records.saved()
     }
 
     /// Alerts raised since the last checkpoint write: to publish before writing the next.
@@ -878,29 +872,6 @@ impl SinkCore {
     /// The latest alerts, oldest first (at most [`ALERTS_KEPT`]).
     pub fn alerts(&self) -> &VecDeque<Alert> {
         &self.alerts.recent
-    }
-
-    /// Replay a delta read back from disk.
-    pub fn apply_delta(&mut self, d: Delta) {
-        for (c, k, r) in d.records {
-            self.records.entry(c).or_default().insert(k, r);
-        }
-        for fp in d.recent {
-            self.recent.insert(fp);
-        }
-        for a in d.alerts {
-            self.alerts.keep(a);
-        }
-        self.learners = d.learners;
-        self.counters = d.counters;
-        self.live_records = d.live_records;
-        self.last_event_id = d.last_event_id;
-        self.stream_offset = d.stream_offset;
-        self.seq = d.seq;
-        self.analytics.apply_delta(d.analytics);
-        if let Some(s) = d.schemas {
-            self.schemas = s;
-        }
     }
 
     /// The streaming analytics.
@@ -928,17 +899,20 @@ impl SinkCore {
         self.lag.record(now_ms - ts_ms);
     }
 
-    /// One record.
-    pub fn record(&self, collection: &str, key: &str) -> Option<&Record> {
-        self.records.get(collection)?.get(key)
+    /// One record, held or stored (`None` if the store cannot be read: logged).
+    pub fn record(&self, collection: &str, key: &str) -> Option<Record> {
+        self.records.read(collection, key).unwrap_or_else(|e| {
+            tracing::error!(error = %e, collection, key, "cannot read a record");
+            None
+        })
     }
 
     /// Live (not deleted) records in `collection`, or in all collections.
-    pub fn live_records(&self, collection: Option<&str>) -> u64 {
-        match collection {
-            None => self.live_records,
-            Some(c) => self.records.get(c).map_or(0, |m| m.values().filter(|r| r.doc.is_some()).count() as u64),
-        }
+    pub fn live_records(&self, collection: Option<&str>) -> Result<u64, StoreError> {
+        let Some(c) = collection else { return Ok(self.live_records) };
+        let mut n = 0;
+        self.records.for_each(Some(c), |_, _, r| n += u64::from(r.doc.is_some()))?;
+        Ok(n)
     }
 
     /// The model `/predict` and `/stats.model` serve: the one named `default`, else the
@@ -997,52 +971,15 @@ fn alert_id(event_id: &str, model: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
 }
 
-/// One record as the mirrors write it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Collection or table.
-    pub collection: String,
-    /// Key.
-    pub key: String,
-    /// The document as JSON text; `None` once deleted.
-    pub doc: Option<String>,
-    /// The record's version: a mirror never replaces a higher one.
-    pub version: u64,
-}
-
-/// What changed since the last checkpoint write (written by `sink::checkpoint`).
-#[derive(Serialize)]
-pub struct DeltaRef<'a> {
-    seq: u64,
-    records: Vec<(&'a str, &'a str, &'a Record)>,
-    recent: Vec<u128>,
-    learners: &'a [Learner],
-    counters: &'a Counters,
-    live_records: u64,
-    last_event_id: &'a Option<String>,
-    alerts: &'a [Alert],
-    stream_offset: Option<u64>,
-    analytics: AnalyticsDeltaRef<'a>,
-    schemas: &'a Schemas,
-}
-
-/// A [`DeltaRef`] read back.
-#[derive(Deserialize)]
-pub struct Delta {
-    seq: u64,
-    records: Vec<(String, String, Record)>,
-    recent: Vec<u128>,
-    learners: Vec<Learner>,
-    counters: Counters,
-    live_records: u64,
-    last_event_id: Option<String>,
-    alerts: Vec<Alert>,
-    #[serde(default)]
-    stream_offset: Option<u64>,
-    #[serde(default)]
-    analytics: AnalyticsDelta,
-    #[serde(default)]
-    schemas: Option<Schemas>,
+/// A record's delete by `id` (a reconciliation or a truncate) at `position`.
+fn delete(rec: &mut Record, id: &str, ts_ms: i64, position: Position) {
+    rec.doc = None;
+    rec.learned.clear();
+    rec.version += 1;
+    rec.last_id.clear();
+    rec.last_id.push_str(id);
+    rec.ts_ms = ts_ms;
+    rec.position = position;
 }
 
 /// The body of `/stats`.
@@ -1228,7 +1165,7 @@ mod tests {
         assert_eq!(a.alerts(), b.alerts());
         assert_eq!(a.unpublished_alerts().len(), a.alerts().len());
         assert_eq!(a.stats().counters.drift_alerts, a.alerts().len() as u64);
-        a.mark_saved();
+        a.mark_saved().unwrap();
         assert!(a.unpublished_alerts().is_empty() && !a.alerts().is_empty());
     }
 

@@ -6,8 +6,8 @@
 //! Exactly-once effect on top of at-least-once delivery: a message is acknowledged only after
 //! a checkpoint that contains its effect is on disk, and the checkpoint also holds the ids of
 //! recent events, so a redelivery (after a crash, a reconnect, or a bridge retry) is
-//! recognised and skipped. A checkpoint (a delta of what changed, see [`checkpoint`]) is
-//! written every `SINK_CHECKPOINT_EVERY` applied events, when the prefetch window is full
+//! recognised and skipped. A checkpoint (one transaction of the state store holding what
+//! changed, see [`checkpoint`]) is written every `SINK_CHECKPOINT_EVERY` applied events, when the prefetch window is full
 //! (nothing more can arrive until we ack), after a short idle pause, and at shutdown. The
 //! alerts raised since the previous checkpoint are published, confirmed, before it is
 //! written: a crash before the write replays their events, which raise them again with the
@@ -29,13 +29,14 @@ pub mod redis_mirror;
 pub mod rules;
 pub mod schema;
 pub mod spec;
+pub mod state;
 pub mod stats;
 
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use self::checkpoint::CheckpointFile;
+use self::checkpoint::CheckpointStore;
 use self::consumer::Consumer;
 use self::core::SinkCore;
 use self::stats::Board;
@@ -49,14 +50,13 @@ fn dedupe_window(prefetch: u16) -> usize {
     (usize::from(prefetch) * 8).max(10_000)
 }
 
-/// Build the core from the checkpoint in `file`, or fresh; refuse a checkpoint made for other
+/// Build the core from the checkpoint in `store`, or fresh; refuse a checkpoint made for other
 /// models (names, tasks, kinds, features, labels or hyper-parameters).
-pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<SinkCore, SinkError> {
+pub fn load_core(settings: &SinkSettings, store: &CheckpointStore) -> Result<SinkCore, SinkError> {
     let window = dedupe_window(settings.prefetch);
-    match file.load()? {
-        Some(core) => {
-            let path = file.path().display().to_string();
-            let mut core = core.restored(window).map_err(|e| SinkError::Checkpoint(format!("{path} {e}")))?;
+    match store.load(window)? {
+        Some(mut core) => {
+            let path = store.path().display().to_string();
             let shorthand = settings.models_file.is_none();
             let name = |setting: &'static str| match (shorthand, setting) {
                 (false, s) => format!("`{s}` in SINK_MODELS"),
@@ -70,10 +70,15 @@ pub fn load_core(settings: &SinkSettings, file: &mut CheckpointFile) -> Result<S
                 (true, _) => "SINK_DRIFT_ACTION".into(),
             };
             core.adopt(&settings.models, name).map_err(|what| SinkError::SpecChanged { path, what })?;
-            tracing::info!(path = %file.path().display(), "loaded checkpoint");
+            tracing::info!(path = %store.path().display(), "loaded checkpoint");
             Ok(core)
         }
-        None => SinkCore::new(settings.models.clone(), window).map_err(|e| SinkError::Model(e.to_string())),
+        None => {
+            let mut core =
+                SinkCore::new(settings.models.clone(), window).map_err(|e| SinkError::Model(e.to_string()))?;
+            store.attach(&mut core)?;
+            Ok(core)
+        }
     }
 }
 
@@ -92,20 +97,20 @@ pub struct Sink {
     board: Board,
 }
 
-/// The checkpoint files, shared with the blocking task that writes them.
-pub(crate) type SharedFile = Arc<Mutex<CheckpointFile>>;
+/// The state store, shared with the blocking task that writes the checkpoints.
+pub(crate) type SharedFile = Arc<CheckpointStore>;
 
 impl Sink {
     /// Load the checkpoint (or start fresh).
     pub fn open(settings: SinkSettings) -> Result<Self, SinkError> {
         let topology = Topology::from_settings(&settings.rabbit, settings.partition);
-        let mut file = CheckpointFile::new(&settings.state_dir, &topology.queue)?;
-        let mut core = load_core(&settings, &mut file)?;
+        let file = CheckpointStore::open(&settings.state_dir, &topology.queue)?;
+        let mut core = load_core(&settings, &file)?;
         core.analytics_mut().configure(&settings.analytics);
         core.set_decoder(settings.decoder.clone());
         core.configure_alerts(settings.rules.clone(), settings.schema_warmup);
         let board = Board::new(&core);
-        Ok(Self { settings, topology, file: Arc::new(Mutex::new(file)), core: Arc::new(Mutex::new(core)), board })
+        Ok(Self { settings, topology, file: Arc::new(file), core: Arc::new(Mutex::new(core)), board })
     }
 
     /// The shared core (records, model, counters).

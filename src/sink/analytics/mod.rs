@@ -1,8 +1,7 @@
 //! Streaming analytics: per-collection tumbling windows of event time (`ts_ms`), counting
 //! every op and computing sums, means, minima and maxima of numeric fields, per group. The
 //! core feeds it each event it applies (so duplicates, stale events and poison never count),
-//! and checkpoints it with the records: the windows changed since the last write go in the
-//! delta, all of them in the snapshot.
+//! and checkpoints it whole, in the same transaction as the records.
 //!
 //! Time: the watermark is the latest `ts_ms` applied. A window closes once the watermark
 //! passes its end by the allowed lateness (`SINK_AGGREGATE_LATENESS`); an event for a closed
@@ -129,9 +128,6 @@ struct Window {
     start: i64,
     /// By group key (collection and group, see [`group_key`]).
     cells: BTreeMap<String, Cell>,
-    /// Changed since the last checkpoint write.
-    #[serde(skip)]
-    dirty: bool,
 }
 
 /// One aggregate's windows, oldest first.
@@ -154,20 +150,6 @@ impl Aggregate {
 
     fn reads_fields(&self) -> bool {
         self.spec.group_by.is_some() || !self.spec.measures.is_empty()
-    }
-
-    /// Fold windows read back from a delta in, then keep the newest [`HISTORY`], as the live
-    /// state did.
-    fn merge(&mut self, windows: Vec<Window>) {
-        for w in windows {
-            match self.windows.binary_search_by_key(&w.start, |x| x.start) {
-                Ok(i) => self.windows[i] = w,
-                Err(i) => self.windows.insert(i, w),
-            }
-        }
-        while self.windows.len() > HISTORY {
-            self.windows.pop_front();
-        }
     }
 }
 
@@ -289,7 +271,6 @@ impl Analytics {
         for a in old {
             tracing::info!(aggregate = %a.spec.name, "aggregate no longer configured: dropped");
         }
-        // A new aggregate's windows are all in the next delta, which lists every aggregate.
         self.lateness_ms = settings.lateness.as_millis() as i64;
         self.bind();
     }
@@ -341,7 +322,6 @@ impl Analytics {
                 a.late += 1;
                 continue;
             };
-            window.dirty = true;
             group_key(&mut self.key, collection, group);
             let group = if !window.cells.contains_key(&self.key) && window.cells.len() >= MAX_GROUPS {
                 group_key(&mut self.key, collection, Some(OTHER));
@@ -368,44 +348,6 @@ impl Analytics {
                 }
             }
         }
-    }
-
-    /// Everything so far is in a checkpoint.
-    pub fn mark_saved(&mut self) {
-        self.aggregates.iter_mut().flat_map(|a| a.windows.iter_mut()).for_each(|w| w.dirty = false);
-    }
-
-    /// What changed since the last checkpoint write: every aggregate's definition and late
-    /// count, its changed windows, the watermark and the totals.
-    pub fn delta(&self) -> AnalyticsDeltaRef<'_> {
-        AnalyticsDeltaRef {
-            aggregates: self
-                .aggregates
-                .iter()
-                .map(|a| (&a.spec, a.late, a.windows.iter().filter(|w| w.dirty).collect()))
-                .collect(),
-            watermark: self.watermark,
-            totals: self.totals,
-        }
-    }
-
-    /// Replay a delta read back from disk: the aggregates it lists, in its order, with its
-    /// windows folded in.
-    pub fn apply_delta(&mut self, d: AnalyticsDelta) {
-        // A delta written before analytics existed carries nothing.
-        let Some(aggregates) = d.aggregates else { return };
-        let mut old = std::mem::take(&mut self.aggregates);
-        for (spec, late, windows) in aggregates {
-            let mut a = match old.iter().position(|a| a.spec == spec) {
-                Some(i) => old.swap_remove(i),
-                None => Aggregate::new(spec),
-            };
-            a.late = late;
-            a.merge(windows);
-            self.aggregates.push(a);
-        }
-        (self.watermark, self.totals) = (d.watermark, d.totals);
-        self.bind();
     }
 
     /// What `/analytics` serves (and `/metrics` reads): a copy of the state.
@@ -447,23 +389,6 @@ fn numeric(cap: &Capture, raw: Raw) -> Option<f64> {
         Raw::Str { .. } => cap.str(raw).trim().parse::<f64>().ok().filter(|x| x.is_finite()),
         _ => None,
     }
-}
-
-/// The analytics part of a checkpoint delta (written by `sink::checkpoint`).
-#[derive(Serialize)]
-pub struct AnalyticsDeltaRef<'a> {
-    aggregates: Vec<(&'a AggregateSpec, u64, Vec<&'a Window>)>,
-    watermark: Option<i64>,
-    totals: [u64; 4],
-}
-
-/// An [`AnalyticsDeltaRef`] read back; empty in a delta written before analytics existed.
-#[derive(Default, Deserialize)]
-pub struct AnalyticsDelta {
-    aggregates: Option<Vec<(AggregateSpec, u64, Vec<Window>)>>,
-    watermark: Option<i64>,
-    #[serde(default)]
-    totals: [u64; 4],
 }
 
 /// The analytics as `/analytics` serves them: a copy taken when the view was published,
@@ -765,15 +690,18 @@ mod tests {
     }
 
     #[test]
-    fn deltas_restore_the_same_windows_and_a_new_aggregate_starts_empty() {
+    fn a_saved_state_restores_the_same_windows_and_a_new_aggregate_starts_empty() {
         let settings = AnalyticsSettings {
             aggregates: spec::parse_list("k:1s:sum(x); *:1m").unwrap(),
             lateness: Duration::from_secs(5),
         };
         let mut live = Analytics::default();
         live.configure(&settings);
-        let mut saved: Analytics = serde_json::from_str(&serde_json::to_string(&live).unwrap()).unwrap();
-        saved.configure(&settings);
+        let restore = |a: &Analytics, s: &AnalyticsSettings| {
+            let mut back: Analytics = serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap();
+            back.configure(s);
+            back
+        };
         for round in 0..5i64 {
             for i in 0..30 {
                 let t = round * 20_000 + i * 700;
@@ -781,31 +709,21 @@ mod tests {
             }
             // Late, then too old to keep.
             live.count("k", Op::Update, round * 20_000 - 9_000, None);
-            let delta = serde_json::to_string(&live.delta()).unwrap();
-            live.mark_saved();
-            saved.apply_delta(serde_json::from_str(&delta).unwrap());
-            assert_eq!(view(&saved), view(&live), "after round {round}");
+            assert_eq!(view(&restore(&live, &settings)), view(&live), "after round {round}");
         }
         // Restarted with another list: the kept one keeps its windows.
         let other = AnalyticsSettings { aggregates: spec::parse_list("*:1m; k:1s:max(x)").unwrap(), ..settings };
-        saved.configure(&other);
-        let v = view(&saved);
+        let v = view(&restore(&live, &other));
         assert_eq!(v["aggregates"][0]["name"], "*:1m");
         assert_eq!(v["aggregates"][0]["windows"], view(&live)["aggregates"][1]["windows"]);
         assert_eq!(v["aggregates"][1]["windows"], json!([]));
-        // ...and its first delta, replayed on the older snapshot, gives the same.
-        let mut older: Analytics = serde_json::from_str(&serde_json::to_string(&live).unwrap()).unwrap();
-        saved.count("k", Op::Create, 100_000, Some(r#"{"x": 4}"#));
-        older.apply_delta(serde_json::from_str(&serde_json::to_string(&saved.delta()).unwrap()).unwrap());
-        older.configure(&other);
-        assert_eq!(view(&older), view(&saved));
     }
 
     /// The core feeds the analytics only what it applies.
     mod through_the_core {
         use super::*;
         use crate::ml::{ModelKind, Task};
-        use crate::sink::checkpoint::CheckpointFile;
+        use crate::sink::checkpoint::CheckpointStore;
         use crate::sink::core::{Outcome, SinkCore};
         use crate::sink::features::FeatureSpec;
         use crate::sink::spec::ModelSpec;
@@ -881,7 +799,7 @@ mod tests {
         #[test]
         fn the_checkpoint_restores_the_aggregates_exactly() {
             let dir = tempfile::tempdir().unwrap();
-            let mut file = CheckpointFile::new(dir.path(), "q").unwrap();
+            let file = CheckpointStore::open(dir.path(), "q").unwrap();
             let mut live = core();
             let mut n = 0u32;
             for round in 0..10u32 {
@@ -892,7 +810,7 @@ mod tests {
                     live.apply_bytes(&event(&format!("e{n}"), op, n % 5, n, Some(json!({"quantity": q})), None));
                 }
                 file.save(&mut live).unwrap();
-                let mut back = CheckpointFile::new(dir.path(), "q").unwrap().load().unwrap().unwrap();
+                let mut back = file.load(1000).unwrap().unwrap();
                 back.analytics_mut().configure(&AnalyticsSettings {
                     aggregates: spec::parse_list("orders:1h:sum(quantity)").unwrap(),
                     lateness: DEFAULT_LATENESS,
