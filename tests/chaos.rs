@@ -278,16 +278,17 @@ async fn sink_kill9(n: u64, kills: usize, seed: u64) -> Row {
     let writer = Writer::spawn(client.clone(), &db, "events", 0..n, 25, Duration::from_millis(30));
     let mut rng = Rng::new(mix(seed));
     let mut at = Vec::new();
+    let mut during = false;
     for point in spread_points(&mut rng, kills, n) {
         writer.reach(point, LIMIT).await;
         // A random moment within the next 200 ms, not only right after a batch.
         tokio::time::sleep(Duration::from_millis(((rng.unit() + 1.0) * 100.0) as u64)).await;
         let applied = sink_get(&senv, "/stats").await.map(|s| count(&s, "events_applied"));
+        during = !writer.is_finished();
         sink.kill9();
         at.push(format!("{}/{}", writer.written(), applied.map_or("?".into(), |a| a.to_string())));
         sink = start_sink(&senv).await;
     }
-    let during = !writer.is_finished();
     let finished = writer.finish(LIMIT).await;
     row.note(format!("kills at (documents written / events applied by the sink): {}", at.join(", ")));
     row.note(format!("writer still writing at the last kill: {during}; finished: {finished}"));
