@@ -237,6 +237,19 @@ fn chrono_now() -> String {
         .unwrap_or_default()
 }
 
+/// `1234567` as `1,234,567`.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn report(r: &Value) -> String {
     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     let verdict = |ok: bool| if ok { "PASS" } else { "**MISS**" };
@@ -261,13 +274,13 @@ fn report(r: &Value) -> String {
          | `sink_rss_mb` after the last restart | {restarted:.1} MiB | | | | |\n\
          | `restart_ready_s` after `kill -9` (median) | {ready:.2} s | {empty_s:.2} s | {ready_ratio:.2} | < {ready_goal} s | {ready_ok} |\n\
          | each restart: applying / API answering | {runs} s / {apis} s | | | | |\n\
-         | `state_drain_per_s` (records written while draining) | {drain:.0}/s | | | | |\n\
+         | `state_drain_per_s` (records written while draining) | {drain}/s | | | | |\n\
          | store size | {store:.0} MiB | | | | |\n",
         date = r["date"].as_str().unwrap_or(""),
         commit = r["commit"].as_str().unwrap_or(""),
         l0 = r["loadavg_at_start"].as_str().unwrap_or(""),
         l1 = r["loadavg_at_end"].as_str().unwrap_or(""),
-        n = r["records"],
+        n = thousands(f("records")),
         bytes = r["doc_bytes"],
         restarts = RESTARTS,
         empty = f("sink_rss_empty_mb"),
@@ -282,7 +295,7 @@ fn report(r: &Value) -> String {
         ready_ok = verdict(ready < RESTART_GOAL_S),
         runs = each("ready_s"),
         apis = each("api_s"),
-        drain = f("drain_per_s"),
+        drain = thousands(f("drain_per_s")),
         store = f("store_mb"),
     )
 }

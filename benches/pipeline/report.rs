@@ -194,13 +194,9 @@ fn summarise(params: &Params, runs: &[Run]) -> Summary {
         Goal { key: "bridge_rss_mb", text: "< 32 MB".into(), value: bridge_rss.median, target: 32.0, at_least: false },
         Goal {
             key: "sink_rss_mb",
-            text: format!(
-                "< 64 MB + records ({:.1} MB) = {:.1} MB",
-                sink_checkpoint.median,
-                64.0 + sink_checkpoint.median
-            ),
+            text: format!("< 64 MB (the records live in its store: {:.1} MB on disk)", sink_checkpoint.median),
             value: sink_rss.median,
-            target: 64.0 + sink_checkpoint.median,
+            target: 64.0,
             at_least: false,
         },
     ];
@@ -807,7 +803,8 @@ fn results_md(params: &Params, runs: &[Run], s: &Summary, json: &Value, date: &s
         o,
         "- **Memory.** Peak RSS (`VmHWM` from `/proc/<pid>/status`, MB = 2^20 bytes) just before each process is \
          stopped; a run's figure is the largest over its bridges (backlog and both loads) and over its sinks. The \
-         records the backlog sink holds: its checkpoint file is {:.1} MB (the `after` documents alone are {:.1} MB of JSON).\n",
+         records the backlog sink holds are in its state store, {:.1} MB on disk (the `after` documents alone are {:.1} MB \
+         of JSON); `bench/STATE.md` measures the sink at 1,000,000 records.\n",
         s.sink_checkpoint.median, s.sink_after.median
     );
     let _ = writeln!(o, "## Reproduce\n\n```sh\nmake bench\n```\n");
