@@ -11,20 +11,19 @@
 //! - [`db`]: the shared MongoDB client.
 //! - [`mq`]: the shared RabbitMQ connection, topology and confirming publisher.
 //! - [`bridge`]: snapshot + change stream -> publish -> checkpoint; BSON -> JSON.
-//! - [`insert_test`]: test documents for trying the bridge by hand.
-//! - [`demo`]: the whole product in one command.
+//! - [`cli`]: the helper subcommands: `demo` (the whole product in one command),
+//!   `insert-test` (documents for trying the bridge by hand) and `peek`.
 //! - [`sink`]: consume -> idempotent apply -> state -> models -> HTTP.
 //! - [`ml`]: online models (linear, Hoeffding tree, adaptive random forest), drift detection
 //!   and metrics.
 
 pub mod bridge;
 pub mod bson_json;
+pub mod cli;
 pub mod config;
 pub mod db;
-pub mod demo;
 pub mod error;
 pub mod event;
-pub mod insert_test;
 pub mod ml;
 pub mod mq;
 pub mod shutdown;

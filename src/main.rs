@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mongo_cdc::config::{self, BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
+use mongo_cdc::cli::{self, demo, insert_test};
+use mongo_cdc::config::{self, BridgeSettings, MongoSettings};
 use mongo_cdc::db::Mongo;
-use mongo_cdc::mq::Rabbit;
-use mongo_cdc::{bridge, demo, insert_test, shutdown, sink};
+use mongo_cdc::sink::settings::SinkSettings;
+use mongo_cdc::{bridge, shutdown, sink};
 
 #[derive(Parser)]
 #[command(name = "mongo-cdc", version, about = "MongoDB change streams -> RabbitMQ, and an online-learning sink")]
@@ -112,16 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sink::run(settings, shutdown::on_signals()).await?;
             tracing::info!("sink stopped cleanly");
         }
-        Command::Peek { count } => {
-            let settings = RabbitSettings::from_env()?;
-            let rabbit = Rabbit::shared(&settings);
-            rabbit.check().await?;
-            let bodies = rabbit.peek(&settings.rabbitmq_queue_name, count).await?;
-            for body in &bodies {
-                println!("{}", String::from_utf8_lossy(body));
-            }
-            eprintln!("{} message(s) shown from `{}`, left in the queue", bodies.len(), settings.rabbitmq_queue_name);
-        }
+        Command::Peek { count } => cli::peek::run(count).await?,
         Command::Demo { count, updates, deletes, exit } => {
             let http_addr = std::env::var("SINK_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8088".into());
             let http_addr =

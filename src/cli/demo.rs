@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BridgeSettings, MongoSettings, RabbitSettings, SinkSettings};
+use crate::config::{BridgeSettings, MongoSettings, RabbitSettings};
 use crate::db::Mongo;
 use crate::ml::{ModelKind, Task};
 use crate::mq::Rabbit;
@@ -22,6 +22,7 @@ use crate::mq::topology::Topology;
 use crate::sink::Sink;
 use crate::sink::core::Stats;
 use crate::sink::features::FeatureSpec;
+use crate::sink::settings::SinkSettings;
 use crate::sink::spec::ModelSpec;
 
 /// The demo's own names, so it never touches the user's data.
