@@ -85,22 +85,20 @@ impl Mirrors {
         self.pg.is_some() || self.redis.is_some()
     }
 
-    /// Write what the next checkpoint covers: the changed records (every record the first
-    /// time), the figures and the alerts. Retries with backoff until it succeeds; `false` if
-    /// shutdown came first (then nothing is checkpointed nor acknowledged: it all comes again).
+    /// Write what the next checkpoint covers: the changed records (after a start, every
+    /// stored record first), the figures and the alerts. Retries with backoff until it
+    /// succeeds; `false` if shutdown came first (then nothing is checkpointed nor acknowledged:
+    /// it all comes again).
     async fn write(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> bool {
         if !self.any() {
             return true;
         }
+        if !self.catch_up(core, shutdown).await {
+            return false;
+        }
         let (rows, stats, alerts) = {
             let core = http::lock(core);
-            let rows = match self.pg.as_ref().map(|pg| core.rows(pg.wants_all())).transpose() {
-                Ok(rows) => rows.unwrap_or_default(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the records to mirror; messages stay unacknowledged");
-                    return false;
-                }
-            };
+            let rows = if self.pg.is_some() { core.changed_rows() } else { Vec::new() };
             (rows, core.stats(), core.unpublished_alerts().to_vec())
         };
         let mut backoff = Backoff::default();
@@ -129,6 +127,45 @@ impl Mirrors {
         }
     }
 }
+
+impl Mirrors {
+    /// After a start, write every stored record into PostgreSQL, a page at a time (the
+    /// records are not all in memory); each page is one transaction, retried with backoff.
+    /// `false` if shutdown came first or the store cannot be read.
+    async fn catch_up(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> bool {
+        let Some(pg) = self.pg.as_mut().filter(|pg| pg.wants_all()) else { return true };
+        let mut after: Option<String> = None;
+        let mut written = 0;
+        loop {
+            let page = http::lock(core).stored_rows(after.as_deref(), MIRROR_PAGE);
+            let (rows, next) = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the records to mirror; messages stay unacknowledged");
+                    return false;
+                }
+            };
+            let mut backoff = Backoff::default();
+            while let Err(e) = pg.write(&rows).await {
+                tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+            written += rows.len();
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        tracing::info!(records = written, "PostgreSQL mirror caught up with the stored records");
+        pg.mark_synced();
+        true
+    }
+}
+
+/// Records per PostgreSQL transaction while a mirror catches up after a start.
+const MIRROR_PAGE: usize = 5_000;
 
 /// Deliveries applied in memory but not yet covered by a checkpoint.
 #[derive(Default)]

@@ -839,21 +839,19 @@ impl SinkCore {
         self.records.attach(db)
     }
 
-    /// The records changed since the last checkpoint write (`all`: every record), for the
-    /// mirrors: written before the checkpoint that marks them saved.
-    pub fn rows(&self, all: bool) -> Result<Vec<Row>, StoreError> {
-        let row = |c: &str, k: &str, r: &Record| Row {
-            collection: c.to_string(),
-            key: k.to_string(),
-            doc: r.doc.as_ref().map(|d| d.get().to_string()),
-            version: r.version,
-        };
-        if !all {
-            return Ok(self.records.changed().map(|(c, k, r)| row(c, k, r)).collect());
-        }
+    /// The records changed since the last checkpoint write, for the mirrors: written before
+    /// the checkpoint that marks them saved.
+    pub fn changed_rows(&self) -> Vec<Row> {
+        self.records.changed().map(|(c, k, r)| Row::of(c, k, r)).collect()
+    }
+
+    /// A page of up to `limit` records as the last checkpoint stored them, after the page
+    /// ending at `after`; and where the next page starts (`None`: this was the last). For a
+    /// mirror to catch up on every record without holding them all.
+    pub fn stored_rows(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Row>, Option<String>), StoreError> {
         let mut rows = Vec::new();
-        self.records.for_each(None, |c, k, r| rows.push(row(c, k, r)))?;
-        Ok(rows)
+        let next = self.records.stored_page(after, limit, |c, k, r| rows.push(Row::of(c, k, r)))?;
+        Ok((rows, next))
     }
 
     /// Everything so far is in a checkpoint (and its alerts were published before): the

@@ -49,9 +49,14 @@ impl PgMirror {
     }
 
     /// The first write after a start covers every record (the tables may be new, or behind
-    /// the checkpoint); later ones what changed.
+    /// the checkpoint), page by page; later ones what changed.
     pub fn wants_all(&self) -> bool {
         !self.synced
+    }
+
+    /// Every record is written.
+    pub fn mark_synced(&mut self) {
+        self.synced = true;
     }
 
     /// Write `rows` (upserts and deletes, version-guarded) in one transaction.
@@ -116,7 +121,6 @@ impl PgMirror {
         tx.commit().await?;
         self.created.extend(created);
         self.created.insert(String::new()); // the schema and `_tombstones` exist
-        self.synced = true;
         Ok(())
     }
 }

@@ -72,6 +72,17 @@ pub struct Row {
     pub version: u64,
 }
 
+impl Row {
+    pub(super) fn of(collection: &str, key: &str, r: &Record) -> Self {
+        Self {
+            collection: collection.to_string(),
+            key: key.to_string(),
+            doc: r.doc.as_ref().map(|d| d.get().to_string()),
+            version: r.version,
+        }
+    }
+}
+
 /// The state store could not be read or written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("state store: {0}")]
@@ -243,6 +254,34 @@ impl Records {
     /// How many records are held in memory.
     pub fn held(&self) -> usize {
         self.held.values().map(Map::len).sum()
+    }
+
+    /// Up to `limit` stored records after the store key `after` (from the first without one),
+    /// in key order, with the key to continue after (`None` at the end). Without a store, every
+    /// record at once.
+    pub(super) fn stored_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        mut visit: impl FnMut(&str, &str, &Record),
+    ) -> Result<Option<String>, StoreError> {
+        let Some(store) = &self.store else {
+            self.for_each(None, visit)?;
+            return Ok(None);
+        };
+        let range = match after {
+            Some(a) => store.table.range((std::ops::Bound::Excluded(a), std::ops::Bound::<&str>::Unbounded)),
+            None => store.table.range(..),
+        }
+        .map_err(StoreError::from)?;
+        let mut last = None;
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let (c, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
+            visit(c, key, &decode(v.value())?);
+            last = Some(k.value().to_string());
+        }
+        Ok(last.filter(|_| limit > 0))
     }
 
     /// The records changed since the last checkpoint.
