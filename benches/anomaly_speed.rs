@@ -4,7 +4,8 @@
 //! two columns), and the speed-up over River 0.26.1's `MinMaxScaler | HalfSpaceTrees` (seconds
 //! per sample in `tests/data/anomaly_figures.json`, from `scripts/anomaly_quality.py`).
 //!
-//! `cargo bench --bench anomaly_speed`. Under `cargo test` it only checks that both kinds run.
+//! `cargo bench --bench anomaly_speed` (part of `make bench`) also writes the figures to
+//! `bench/anomaly.json`. Under `cargo test` it only checks that both kinds run.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -69,9 +70,33 @@ fn main() {
     let baseline = median((0..runs).map(|_| baseline_pass(&rows)).collect());
     println!("{:<18} {:>14} {:>16} {:>16}", "kind", "anomaly_per_s", "vs baseline", "vs River HST");
     println!("{:<18} {:>14.0} {:>16} {:>16}", "baseline (linear)", baseline, "1.00x", "");
+    let mut kinds = serde_json::Map::new();
     for kind in [AnomalyKind::HalfSpaceTrees, AnomalyKind::RandomCutForest] {
         let per_s = median((0..runs).map(|_| anomaly_pass(kind, &rows)).collect());
         println!("{:<18} {:>14.0} {:>15.2}x {:>15.1}x", kind.name(), per_s, per_s / baseline, per_s / river_per_s);
+        kinds.insert(
+            kind.name().into(),
+            json!({"anomaly_per_s": per_s.round(), "vs_baseline": per_s / baseline, "vs_river_hst": per_s / river_per_s}),
+        );
     }
     println!("River {} MinMaxScaler | HalfSpaceTrees: {river_per_s:.0} samples/s (recorded)", figures["river"]);
+    if bench {
+        let rcf = kinds["random_cut_forest"]["vs_river_hst"].as_f64().unwrap_or(0.0);
+        let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
+        let results = json!({
+            "date": date.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
+            "orders": rows.len(),
+            "runs": runs,
+            "baseline_linear_per_s": baseline.round(),
+            "river": figures["river"],
+            "river_hst_per_s": river_per_s.round(),
+            "kinds": kinds,
+            "goal": "random_cut_forest >= 10x River's HalfSpaceTrees",
+            "goal_met": rcf >= 10.0,
+        });
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/anomaly.json");
+        std::fs::write(path, serde_json::to_string_pretty(&results).expect("JSON") + "\n")
+            .expect("write bench/anomaly.json");
+        println!("results: {path}");
+    }
 }
