@@ -1,10 +1,12 @@
-//! The sink's state at scale (`make bench`, or `cargo bench --bench sink_state`): one sink
-//! drains `BENCH_STATE_RECORDS` (1,000,000) insert events from RabbitMQ, each a new record of
-//! about 1 KB, into its state store; then its memory and the store's size are read, and it is
-//! killed with `kill -9` and started again three times, each time timed from spawn until it
-//! has applied a message published while it was down. The baseline, measured in the same run:
-//! the same sink on an empty store (its memory once it has applied one message, and its start
-//! timed the same way). Writes `bench/STATE.md` and `bench/state.json`.
+//! The sink's state at scale (`make bench`, or `cargo bench --bench sink_state`): the queue is
+//! filled with `BENCH_STATE_RECORDS` (1,000,000) insert events, each a new record of about
+//! 1 KB, and one sink drains it into its state store; then its memory and the store's size are
+//! read, and it is killed with `kill -9` and started again three times, each time timed from
+//! spawn until it has applied a message published while it was down. Baselines measured in
+//! the same run: the same sink on an empty store (its memory once it has applied one message,
+//! and its start timed the same way), and the rate the queue was filled at. Writes
+//! `bench/STATE.md` and `bench/state.json`. `BENCH_SINK_ENV=K=V,K=V` passes more settings to
+//! the sink, to compare.
 //!
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
@@ -130,7 +132,13 @@ async fn run(n: u64) -> Value {
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let queue = unique("q_bench_state");
     let state = tempfile::tempdir().unwrap();
-    let env = sink_env(&queue, state.path(), FEATURES, "label");
+    let mut env = sink_env(&queue, state.path(), FEATURES, "label");
+    // `BENCH_SINK_ENV=K=V,K=V`: more sink settings, to compare (the results then say so).
+    let extra = std::env::var("BENCH_SINK_ENV").unwrap_or_default();
+    for kv in extra.split(',').filter(|kv| !kv.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').expect("BENCH_SINK_ENV is K=V,K=V");
+        env = env.set(k.trim(), v.trim());
+    }
     let (conn, ch) = amqp::confirm_channel("/").await;
     Topology::new(&queue).declare(&ch).await.expect("declare the queue");
     let _ = conn.close(200, "declared".into()).await;
@@ -141,12 +149,15 @@ async fn run(n: u64) -> Value {
     let (empty_rss, _) = rss_mb(sink.pid());
     eprintln!("sink_state: empty store started in {empty_start_s:.2} s, {empty_rss:.1} MiB");
 
-    // Drain n events, published while the sink consumes.
+    // The queue filled with n events while no sink runs (the publish rate is the broker's
+    // ceiling here), then drained by the sink: timed from its spawn.
+    assert!(sink.terminate(Duration::from_secs(60)).await.success(), "the sink did not stop:\n{}", sink.output());
     let start = Instant::now();
-    let publisher = tokio::spawn({
-        let queue = queue.clone();
-        async move { publish(&queue, 1, n + 1).await }
-    });
+    publish(&queue, 1, n + 1).await;
+    let publish_per_s = n as f64 / start.elapsed().as_secs_f64();
+    eprintln!("sink_state: {n} events published at {publish_per_s:.0}/s");
+    let start = Instant::now();
+    let mut sink = Proc::start(&["sink"], &env);
     let mut peak = 0.0f64;
     let mut last_log = Instant::now();
     loop {
@@ -164,7 +175,6 @@ async fn run(n: u64) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    publisher.await.expect("publisher");
     let drain_s = start.elapsed().as_secs_f64();
     let (rss_after, hwm) = rss_mb(sink.pid());
     let stats = sink_get(&env, "/stats").await.expect("stats");
@@ -213,8 +223,10 @@ async fn run(n: u64) -> Value {
         "date": chrono_now(),
         "commit": commit,
         "records": n,
+        "sink_env": extra,
         "doc_bytes": body(1).len(),
         "drain_per_s": n as f64 / drain_s,
+        "publish_per_s": publish_per_s,
         "sink_rss_mb": rss_after,
         "sink_peak_rss_mb": hwm.max(peak),
         "sink_rss_empty_mb": empty_rss,
@@ -264,23 +276,29 @@ fn report(r: &Value) -> String {
          Written by `make bench` (`cargo bench --bench sink_state`) on {date} (commit {commit}), release build, \
          on the machine of `bench/RESULTS.md` (load average {l0} at the start, {l1} at the end).\n\n\
          One sink drains {n} insert events from RabbitMQ, each a new record whose document is about 1 KB \
-         (the message is {bytes} bytes), published while it consumes; its state lives in its redb store. \
+         (the message is {bytes} bytes), published into its queue before it starts (the publish rate, with \
+         confirms, is the broker's ceiling); its state lives in its redb store. \
          Then it is killed with `kill -9` and started again {restarts} times, each time with one message \
          waiting, timed from spawn until that message is applied. The baseline is the same sink on an empty \
          store, measured in the same run.\n\n\
+         {settings}\
          | key | value | baseline (empty store) | ratio | goal | result |\n|---|---|---|---|---|---|\n\
          | `sink_peak_rss_mb` with {n} records | {peak:.1} MiB | {empty:.1} MiB | {rss_ratio:.2} | < {rss_goal} MiB | {rss_ok} |\n\
          | `sink_rss_mb` after draining | {now:.1} MiB | | | | |\n\
          | `sink_rss_mb` after the last restart | {restarted:.1} MiB | | | | |\n\
          | `restart_ready_s` after `kill -9` (median) | {ready:.2} s | {empty_s:.2} s | {ready_ratio:.2} | < {ready_goal} s | {ready_ok} |\n\
          | each restart: applying / API answering | {runs} s / {apis} s | | | | |\n\
-         | `state_drain_per_s` (records written while draining) | {drain}/s | | | | |\n\
+         | `state_drain_per_s`: the sink drains the queue, a new record per event | {drain}/s | publish {publish}/s | {drain_ratio:.2} | | |\n\
          | store size | {store:.0} MiB | | | | |\n",
         date = r["date"].as_str().unwrap_or(""),
         commit = r["commit"].as_str().unwrap_or(""),
         l0 = r["loadavg_at_start"].as_str().unwrap_or(""),
         l1 = r["loadavg_at_end"].as_str().unwrap_or(""),
         n = thousands(f("records")),
+        settings = match r["sink_env"].as_str().filter(|e| !e.is_empty()) {
+            Some(e) => format!("Sink settings beyond the defaults: `{e}`.\n\n"),
+            None => String::new(),
+        },
         bytes = r["doc_bytes"],
         restarts = RESTARTS,
         empty = f("sink_rss_empty_mb"),
@@ -296,6 +314,8 @@ fn report(r: &Value) -> String {
         runs = each("ready_s"),
         apis = each("api_s"),
         drain = thousands(f("drain_per_s")),
+        publish = thousands(f("publish_per_s")),
+        drain_ratio = f("drain_per_s") / f("publish_per_s"),
         store = f("store_mb"),
     )
 }
