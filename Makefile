@@ -50,7 +50,7 @@ local-start-sink: build ## run the sink in the foreground (needs SINK_FEATURES a
 chaos: deps ## fault injection at full scale against real services; writes bench/RELIABILITY.md (restarts RabbitMQ)
 	cargo test --release --locked --test chaos -- --ignored --nocapture --test-threads=1 full_chaos_suite
 
-bench: deps ## measure the pipeline against real SecantusDB and RabbitMQ (3 runs, ~4 min after the build): bench/RESULTS.md, bench/results.json; anomaly_per_s of each anomaly model kind; the sink's state at 1,000,000 records (~3 min): bench/STATE.md, bench/state.json
+bench: deps ## measure the pipeline against real SecantusDB and RabbitMQ (3 runs, ~12 min after the build): bench/RESULTS.md, bench/results.json; anomaly_per_s of each anomaly model kind; the sink's state at 1,000,000 records (~5 min): bench/STATE.md, bench/state.json
 	bash scripts/apt.sh valgrind=valgrind
 	cargo bench --locked --bench pipeline
 	cargo bench --locked --bench anomaly_speed
