@@ -2,7 +2,8 @@
 //! state and online models (the sink).
 //!
 //! Map of the modules:
-//! - [`config`]: settings from the environment and `.env`.
+//! - [`config`]: the settings bridge and sink share (MongoDB, RabbitMQ) and `.env`; each
+//!   side reads its own in `bridge::settings` and `sink::settings`.
 //! - [`error`]: one error enum per boundary.
 //! - [`shutdown`]: SIGINT/SIGTERM -> cancellation token.
 //! - [`supervise`]: restarting a failed session with backoff (bridge and sink).

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mongo_cdc::bridge::settings::BridgeSettings;
 use mongo_cdc::cli::{self, demo, insert_test};
-use mongo_cdc::config::{self, BridgeSettings, MongoSettings};
+use mongo_cdc::config::{self, MongoSettings};
 use mongo_cdc::db::Mongo;
 use mongo_cdc::sink::settings::SinkSettings;
 use mongo_cdc::{bridge, shutdown, sink};

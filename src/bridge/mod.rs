@@ -13,6 +13,7 @@ pub mod debezium;
 pub mod encode;
 mod json;
 pub mod metrics;
+pub mod settings;
 mod snapshot;
 mod source;
 
@@ -35,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, MongoCheckpointStore, Reason, SnapshotProgress};
 use self::metrics::BridgeMetrics;
+use self::settings::{BridgeSettings, SnapshotMode};
 use self::source::{Encoding, Item, Source, SourceError};
-use crate::config::{BridgeSettings, SnapshotMode};
 use crate::db::Mongo;
 use crate::error::{MongoError, MqError};
 use crate::mq::Rabbit;

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use super::checkpoint::{Checkpoint, CollectionProgress, Cursor, SnapshotProgress};
 use super::encode::{self, Omit, Redaction, RowSource};
 use super::metrics::BridgeMetrics;
+use super::settings::OversizeMode;
 use super::snapshot::{self, Chunk, ReadAhead, Reader, Touched, bracket_of, id_key};
-use crate::config::OversizeMode;
 use crate::event::{
     CONTROL_OP, ClusterTime, ControlEvent, Envelope, Phase, SnapshotInfo, SnapshotMark, Source as Where,
 };

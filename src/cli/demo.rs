@@ -14,7 +14,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BridgeSettings, MongoSettings, RabbitSettings};
+use crate::bridge::settings::{BridgeSettings, SnapshotMode};
+use crate::config::{MongoSettings, RabbitSettings};
 use crate::db::Mongo;
 use crate::ml::{ModelKind, Task};
 use crate::mq::Rabbit;
@@ -73,7 +74,7 @@ pub async fn run(plan: &DemoPlan) -> anyhow::Result<Stats> {
         ..bridge.rabbit.clone()
     };
     bridge.cdc.cdc_name = CDC_NAME.into();
-    bridge.cdc.cdc_snapshot_mode = crate::config::SnapshotMode::Initial;
+    bridge.cdc.cdc_snapshot_mode = SnapshotMode::Initial;
     bridge.exclude_fields = Default::default();
     let features: Vec<FeatureSpec> = crate::config::split_list(FEATURES)
         .iter()
