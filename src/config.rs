@@ -1,4 +1,6 @@
-//! Settings from the environment (read with `envy`, after loading `.env` if present).
+//! The settings the bridge and the sink share (MongoDB, RabbitMQ), from the environment (read
+//! with `envy`, after loading `.env` if present); each side's own are in `bridge::settings` and
+//! `sink::settings`.
 //!
 //! Variables already set in the process win over `.env`. Every variable is listed, with a
 //! comment, in `.env.example`. Secrets are redacted in `Debug`.
