@@ -42,8 +42,19 @@ where
     }
 }
 
+/// A port free to listen on, below Linux's ephemeral range (32768 and up): a port the kernel
+/// handed out for `127.0.0.1:0` can be taken by an outgoing connection (to RabbitMQ, say)
+/// before the process under test binds it. Each test process walks its own stretch of the range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919) % 12_000;
+    loop {
+        let port = 20_000 + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 fn secantusd() -> PathBuf {
