@@ -15,6 +15,9 @@
 mod amqp;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "pipeline/procs.rs"]
+#[allow(dead_code)] // the CPU meter is the pipeline bench's
+mod procs;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,8 @@ use futures::StreamExt as _;
 use lapin::BasicProperties;
 use mongo_cdc::mq::topology::Topology;
 use serde_json::{Value, json};
+
+use self::procs::{peak_rss_mb, rss_mb};
 
 /// The longest any single step may take.
 const LIMIT: Duration = Duration::from_secs(900);
@@ -59,19 +64,6 @@ fn body(i: u64) -> Vec<u8> {
            "ts_ms": t * 1000})
     .to_string()
     .into_bytes()
-}
-
-/// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), MiB.
-fn rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 async fn applied(env: &Env) -> u64 {
@@ -146,7 +138,7 @@ async fn run(n: u64) -> Value {
     // Baseline: an empty store, one message.
     publish(&queue, 0, 1).await;
     let (mut sink, _, empty_start_s) = start_timed(&env, 1).await;
-    let (empty_rss, _) = rss_mb(sink.pid());
+    let empty_rss = rss_mb(sink.pid());
     eprintln!("sink_state: empty store started in {empty_start_s:.2} s, {empty_rss:.1} MiB");
 
     // The queue filled with n events while no sink runs (the publish rate is the broker's
@@ -163,7 +155,7 @@ async fn run(n: u64) -> Value {
     loop {
         sink.assert_running();
         assert!(start.elapsed() < LIMIT, "the sink did not apply {n} events in {LIMIT:?}");
-        let (now, _) = rss_mb(sink.pid());
+        let now = rss_mb(sink.pid());
         peak = peak.max(now);
         let done = applied(&env).await;
         if last_log.elapsed() > Duration::from_secs(15) {
@@ -176,7 +168,7 @@ async fn run(n: u64) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_s = start.elapsed().as_secs_f64();
-    let (rss_after, hwm) = rss_mb(sink.pid());
+    let (rss_after, hwm) = (rss_mb(sink.pid()), peak_rss_mb(sink.pid()));
     let stats = sink_get(&env, "/stats").await.expect("stats");
     assert_eq!(stats["records"].as_u64(), Some(n + 1), "{stats}");
     assert_eq!(stats["dead_lettered"].as_u64(), Some(0), "{stats}");
@@ -209,7 +201,7 @@ async fn run(n: u64) -> Value {
     let key = format!("{:024x}", 0x6900_0000_0000_0000_0000_0000u128 + 5);
     let rec = sink_get(&env, &format!("/records/docs/{key}")).await.expect("record 5");
     assert_eq!(rec["version"].as_u64(), Some(1), "{rec}");
-    let (rss_restarted, _) = rss_mb(sink.pid());
+    let rss_restarted = rss_mb(sink.pid());
     assert!(sink.terminate(Duration::from_secs(60)).await.success(), "the sink did not stop:\n{}", sink.output());
     delete_topology("/", &queue).await;
 

@@ -9,10 +9,21 @@ use serde::Serialize;
 
 /// Peak resident memory of a process so far (`VmHWM`), in MiB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now (`VmRSS`), in MiB.
+#[allow(dead_code)] // used by benches/sink_state.rs, not by the pipeline bench
+pub fn rss_mb(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in MiB (NaN once the process is gone).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
