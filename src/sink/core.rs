@@ -239,9 +239,6 @@ pub struct SinkCore {
     remembered: u64,
     counters: Counters,
     last_event_id: Option<String>,
-    /// Sequence number of the last checkpoint write this state contains.
-    #[serde(default)]
-    seq: u64,
     #[serde(skip)]
     alerts: Alerts,
     /// Alerts ever raised: numbers the alerts' rows.
@@ -357,7 +354,6 @@ impl SinkCore {
             remembered: 0,
             counters: Counters::default(),
             last_event_id: None,
-            seq: 0,
             alerts: Alerts::default(),
             raised: 0,
             stream_offset: None,
@@ -783,16 +779,6 @@ impl SinkCore {
         Outcome::Poison(reason)
     }
 
-    /// Sequence number of the last checkpoint write this state contains.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Set by the checkpoint writer.
-    pub fn set_seq(&mut self, seq: u64) {
-        self.seq = seq;
-    }
-
     /// The records, for the checkpoint to write the changed ones.
     pub(super) fn records(&self) -> &Records {
         &self.records
@@ -817,25 +803,19 @@ impl SinkCore {
         ((first..).zip(&self.alerts.unpublished), self.raised)
     }
 
-    /// After loading a checkpoint: the duplicate memory and the recent alerts, oldest first,
-    /// and the store the records are read from.
-    pub(super) fn restore_memory(
-        &mut self,
-        ids: impl Iterator<Item = u128>,
-        alerts: impl Iterator<Item = Alert>,
-        db: std::sync::Arc<redb::Database>,
-    ) -> Result<(), StoreError> {
+    /// After loading a checkpoint: the duplicate memory and the recent alerts, oldest first.
+    pub(super) fn restore_memory(&mut self, ids: impl Iterator<Item = u128>, alerts: impl Iterator<Item = Alert>) {
         for fp in ids {
             self.recent.insert(fp);
         }
         for a in alerts {
             self.alerts.keep(a);
         }
-        self.records.attach(db)
     }
 
-    /// Read and write records through `db` from now on (a fresh core on a fresh store).
-    pub(super) fn attach_store(&mut self, db: std::sync::Arc<redb::Database>) -> Result<(), StoreError> {
+    /// Read records through `db` as it is now committed (after loading, and after each
+    /// checkpoint); changed ones are written by the checkpoint.
+    pub(super) fn attach_store(&mut self, db: &redb::Database) -> Result<(), StoreError> {
         self.records.attach(db)
     }
 
@@ -856,10 +836,10 @@ impl SinkCore {
 
     /// Everything so far is in a checkpoint (and its alerts were published before): the
     /// records held only for it are let go.
-    pub fn mark_saved(&mut self) -> Result<(), StoreError> {
+    pub fn mark_saved(&mut self) {
         self.fresh_ids = 0;
         self.alerts.unpublished.clear();
-        self.records.saved()
+        self.records.saved();
     }
 
     /// Alerts raised since the last checkpoint write: to publish before writing the next.
@@ -1163,7 +1143,7 @@ mod tests {
         assert_eq!(a.alerts(), b.alerts());
         assert_eq!(a.unpublished_alerts().len(), a.alerts().len());
         assert_eq!(a.stats().counters.drift_alerts, a.alerts().len() as u64);
-        a.mark_saved().unwrap();
+        a.mark_saved();
         assert!(a.unpublished_alerts().is_empty() && !a.alerts().is_empty());
     }
 

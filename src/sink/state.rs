@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -106,7 +105,6 @@ pub struct Records {
 
 /// A read view of the store's records as of the last checkpoint, renewed after each one.
 struct Reader {
-    db: Arc<Database>,
     table: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
@@ -128,27 +126,40 @@ fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError(format!("a record is unreadable: {e}")))
 }
 
+/// The store keys of `collection`'s records: from `collection\0` up to (not including)
+/// `collection\u{1}`.
+fn collection_keys(collection: &str) -> (String, String) {
+    (store_key(collection, ""), format!("{collection}\u{1}"))
+}
+
 impl Records {
-    /// Read and write through `db` (whose `records` table exists).
-    pub(super) fn attach(&mut self, db: Arc<Database>) -> Result<(), StoreError> {
+    /// Read through `db` (whose `records` table exists) as it is now committed: after
+    /// loading, and after each checkpoint.
+    pub(super) fn attach(&mut self, db: &Database) -> Result<(), StoreError> {
         let table = db.begin_read().map_err(StoreError::from)?.open_table(RECORDS).map_err(StoreError::from)?;
-        self.store = Some(Reader { db, table });
+        self.store = Some(Reader { table });
         Ok(())
+    }
+
+    /// The stored record, if there is a store and it has one.
+    fn stored(&self, collection: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        let Some(store) = &self.store else { return Ok(None) };
+        let got = store.table.get(store_key(collection, key).as_str()).map_err(StoreError::from)?;
+        got.map(|b| decode(b.value())).transpose()
     }
 
     /// Hold `collection`/`key` in memory if the store has it, so [`Self::get`] and
     /// [`Self::get_mut`] see it.
     pub(super) fn fetch(&mut self, collection: &str, key: &str) -> Result<(), StoreError> {
-        let Some(store) = &self.store else { return Ok(()) };
-        if self.held.get(collection).is_some_and(|c| c.contains_key(key)) {
+        if self.store.is_none() || self.get(collection, key).is_some() {
             return Ok(());
         }
-        let Some(bytes) = store.table.get(store_key(collection, key).as_str()).map_err(StoreError::from)? else {
-            return Ok(());
-        };
-        let mut rec = decode(bytes.value())?;
-        rec.dirty = false;
-        self.held.entry(collection.to_string()).or_default().insert(key.to_string(), rec);
+        if let Some(rec) = self.stored(collection, key)? {
+            self.held
+                .entry(collection.to_string())
+                .or_default()
+                .insert(key.to_string(), Record { dirty: false, ..rec });
+        }
         Ok(())
     }
 
@@ -177,12 +188,10 @@ impl Records {
 
     /// One record, held or stored.
     pub(super) fn read(&self, collection: &str, key: &str) -> Result<Option<Record>, StoreError> {
-        if let Some(r) = self.get(collection, key) {
-            return Ok(Some(r.clone()));
+        match self.get(collection, key) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.stored(collection, key),
         }
-        let Some(store) = &self.store else { return Ok(None) };
-        let got = store.table.get(store_key(collection, key).as_str()).map_err(StoreError::from)?;
-        got.map(|b| decode(b.value())).transpose()
     }
 
     /// Hold every record of `collection` for which `pick` holds, and change each with `change`
@@ -195,7 +204,7 @@ impl Records {
         mut change: impl FnMut(&mut Record),
     ) -> Result<u64, StoreError> {
         if let Some(store) = &self.store {
-            let (from, to) = (store_key(collection, ""), format!("{collection}\u{1}"));
+            let (from, to) = collection_keys(collection);
             let range = store.table.range(from.as_str()..to.as_str()).map_err(StoreError::from)?;
             let held = self.held.entry(collection.to_string()).or_default();
             for item in range {
@@ -229,7 +238,7 @@ impl Records {
         if let Some(store) = &self.store {
             let range = match collection {
                 Some(c) => {
-                    let (from, to) = (store_key(c, ""), format!("{c}\u{1}"));
+                    let (from, to) = collection_keys(c);
                     store.table.range(from.as_str()..to.as_str())
                 }
                 None => store.table.range(..),
@@ -305,19 +314,13 @@ impl Records {
         Ok(n)
     }
 
-    /// Everything is in a checkpoint: with a store, let go of the held records and read the
-    /// newly committed state from now on; without one, keep them all, clean.
-    pub(super) fn saved(&mut self) -> Result<(), StoreError> {
-        match &mut self.store {
-            Some(store) => {
-                self.held.clear();
-                let db = store.db.clone();
-                self.attach(db)
-            }
-            None => {
-                self.held.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
-                Ok(())
-            }
+    /// Everything is in a checkpoint: with a store (its view renewed by [`Self::attach`]),
+    /// let go of the held records; without one, keep them all, clean.
+    pub(super) fn saved(&mut self) {
+        if self.store.is_some() {
+            self.held.clear();
+        } else {
+            self.held.values_mut().flat_map(|m| m.values_mut()).for_each(|r| r.dirty = false);
         }
     }
 }
