@@ -170,11 +170,16 @@ fn main() {
         return;
     }
     let params = Params::from_env();
-    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "sink_apply") {
-        // For profiling the sink's core: no services, no result files.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "sink_apply" || only == "sink_apply_linear" {
+        // For profiling the sink's core: no services, no result files (`sink_apply_linear`: the
+        // linear model alone, so a profile shows nothing else).
         let bodies = workload::insert_bodies(42, params.apply_events);
         for _ in 0..params.runs {
             println!("sink_apply_per_s {:.0}", sink_apply(&bodies, ModelKind::Linear));
+            if only == "sink_apply_linear" {
+                continue;
+            }
             println!("sink_apply_tree_per_s {:.0}", sink_apply(&bodies, ModelKind::HoeffdingTree));
             println!("sink_apply_forest_per_s {:.0}", sink_apply(forest_bodies(&bodies), ModelKind::AdaptiveForest));
         }
