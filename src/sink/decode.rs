@@ -314,7 +314,7 @@ impl Decoder {
                     if !d.get().starts_with('{') {
                         return Decoded::Poison(format!("Debezium `{name}` is not an object"));
                     }
-                    if event::json_depth(d.get()) > event::MAX_DEPTH - 1 {
+                    if event::nests_deeper_than(d.get(), event::MAX_DEPTH - 1) {
                         return Decoded::Poison(format!("`{name}` nests deeper than {} levels", event::MAX_DEPTH - 1));
                     }
                 }

@@ -329,8 +329,16 @@ struct Node {
 }
 
 impl Node {
-    fn child(&self, key: &str) -> Option<&Node> {
-        self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+    /// The child named `key`, trying the child after the last one found first: documents of a
+    /// collection tend to list their fields in one order, so a walk mostly hits at once
+    /// instead of comparing the key with every child before it.
+    fn child_after(&self, key: &str, next: &mut usize) -> Option<&Node> {
+        let i = match self.children.get(*next) {
+            Some((k, _)) if k == key => *next,
+            _ => self.children.iter().position(|(k, _)| k == key)?,
+        };
+        *next = i + 1;
+        Some(&self.children[i].1)
     }
 
     fn child_mut(&mut self, key: &str) -> &mut Node {
@@ -412,8 +420,9 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut next = 0;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let Some(child) = self.node.child(&key) else {
+            let Some(child) = self.node.child_after(&key, &mut next) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };

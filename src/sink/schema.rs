@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Events per collection before a new field or type is a change (`SINK_SCHEMA_WARMUP`).
 pub const DEFAULT_SCHEMA_WARMUP: u64 = 1_000;
@@ -151,47 +152,26 @@ impl<'de> Visitor<'de> for Key<'_, '_> {
 
 impl<'de> DeserializeSeed<'de> for Field<'_, '_> {
     type Value = ();
+    /// The value is skimmed as raw text, not parsed: its type is its first byte, and parsing
+    /// every number only to learn it is one was a third of this walk. An object's text is
+    /// walked again for its fields, so a byte is read once per object it sits in (documents
+    /// nest at most [`crate::event::MAX_DEPTH`] levels).
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Field<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.0.saw("object");
-        Fields(self.0).visit_map(map)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.saw("array");
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.0.saw("boolean");
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        self.0.saw("number");
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        self.0.saw("number");
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        self.0.saw("number");
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        self.0.saw("string");
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.saw("null");
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let t = match text.as_bytes().first() {
+            Some(b'{') => "object",
+            Some(b'[') => "array",
+            Some(b'"') => "string",
+            Some(b't' | b'f') => "boolean",
+            Some(b'n') => "null",
+            _ => "number",
+        };
+        self.0.saw(t);
+        if t == "object" {
+            let mut de = serde_json::Deserializer::from_str(text);
+            Fields(self.0).deserialize(&mut de).map_err(D::Error::custom)?;
+        }
         Ok(())
     }
 }
@@ -224,7 +204,15 @@ mod tests {
         assert_eq!(fields, ["a", "b\"q", "n", "n.m"]);
         assert_eq!(s.collections["o"].fields["a"]["array"], 1);
         assert_eq!(s.collections["o"].fields["n"]["object"], 1);
+        s.observe("o", r#"{"t": true, "f": false, "neg": -1.5e3, "s": "-1", "o": {"p": {"q": 0}}}"#, 10);
+        let types = &s.collections["o"].fields;
+        let only = |f: &str| types[f].keys().map(String::as_str).collect::<Vec<_>>();
+        assert_eq!(
+            (only("t"), only("f"), only("neg"), only("s")),
+            (vec!["boolean"], vec!["boolean"], vec!["number"], vec!["string"])
+        );
+        assert_eq!((only("o"), only("o.p"), only("o.p.q")), (vec!["object"], vec!["object"], vec!["number"]));
         assert!(s.observe("o", "not json", 10).is_empty());
-        assert_eq!(s.collections["o"].events, 2);
+        assert_eq!(s.collections["o"].events, 3);
     }
 }
