@@ -1,7 +1,8 @@
 //! The sink's mirrors against the real services: records materialised into PostgreSQL
 //! (127.0.0.1:5432, database `test`) equal MongoDB row for row through inserts, updates,
 //! deletes, a `kill -9` of the sink and PostgreSQL going away; `/stats` and the alerts in
-//! Redis (127.0.0.1:6379). Every test uses its own schema, queue and keys, and removes them.
+//! Redis (127.0.0.1:6379); a record PostgreSQL refuses is dead-lettered and the sink goes on.
+//! Every test uses its own schema, queue and keys, and removes them.
 
 mod common;
 
@@ -285,15 +286,88 @@ async fn postgres_writes_never_go_backwards() {
         doc: doc.map(String::from),
         version,
     };
-    m.write(&[row("a", Some(r#"{"n": 2}"#), 2), row("b", Some(r#"{"n": 1}"#), 1)]).await.unwrap();
+    let none = Vec::new();
+    assert_eq!(m.write(&[row("a", Some(r#"{"n": 2}"#), 2), row("b", Some(r#"{"n": 1}"#), 1)]).await.unwrap(), none);
     // A redelivery of older versions changes nothing.
-    m.write(&[row("a", Some(r#"{"n": 1}"#), 1)]).await.unwrap();
-    m.write(&[row("b", None, 3)]).await.unwrap();
-    m.write(&[row("b", Some(r#"{"n": 2}"#), 2)]).await.unwrap();
+    assert_eq!(m.write(&[row("a", Some(r#"{"n": 1}"#), 1)]).await.unwrap(), none);
+    assert_eq!(m.write(&[row("b", None, 3)]).await.unwrap(), none);
+    assert_eq!(m.write(&[row("b", Some(r#"{"n": 2}"#), 2)]).await.unwrap(), none);
     let t = table(&schema.0, "c").await.unwrap();
     assert_eq!(t.len(), 1, "b stays deleted: {t:?}");
     assert_eq!(t["a"], (json!({"n": 2}), 2));
     // A newer version brings a deleted key back.
-    m.write(&[row("b", Some(r#"{"n": 4}"#), 4)]).await.unwrap();
+    assert_eq!(m.write(&[row("b", Some(r#"{"n": 4}"#), 4)]).await.unwrap(), none);
     assert_eq!(table(&schema.0, "c").await.unwrap()["b"], (json!({"n": 4}), 4));
+
+    // PostgreSQL can store no NUL character, in `jsonb` or in `text`: those records are
+    // refused, each with PostgreSQL's reason, and the others of the batch are written.
+    let batch = [
+        row("a", Some(r#"{"n": 5}"#), 5),
+        row("nul-doc", Some(r#"{"s": "x\u0000y"}"#), 1),
+        row("nul\0key", Some(r#"{"n": 1}"#), 1),
+        row("b", None, 5),
+        row("d", Some(r#"{"n": 1}"#), 1),
+    ];
+    let refused = m.write(&batch).await.unwrap();
+    let keys: Vec<&str> = refused.iter().map(|r| r.row.key.as_str()).collect();
+    assert_eq!(keys, ["nul-doc", "nul\0key"], "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.reason.starts_with("PostgreSQL refused the record: ") && r.reason.contains("SQLSTATE 22"))
+    );
+    assert!(refused[0].reason.contains("Unicode"), "{}", refused[0].reason);
+    let body: Value = serde_json::from_slice(&refused[0].body()).unwrap();
+    assert_eq!(body, json!({"collection": "c", "key": "nul-doc", "version": 1, "doc": {"s": "x\u{0}y"}}));
+    let t = table(&schema.0, "c").await.unwrap();
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["a", "d"], "{t:?}");
+    assert_eq!(t["a"], (json!({"n": 5}), 5));
+}
+
+#[tokio::test]
+async fn a_record_postgres_refuses_is_dead_lettered_and_the_sink_goes_on() {
+    use lapin::types::AMQPValue;
+    let mongo = Secantus::in_memory().await;
+    let client = mongo.client().await;
+    let db = unique("pgr");
+    let queue = unique("q_pgr");
+    let schema = Schema(unique("pgr"));
+    let state = tempfile::tempdir().unwrap();
+    let benv = Env::bridge(&mongo.uri(), &db, &queue);
+    let senv = sink_env(&queue, state.path(), "x", "y")
+        .set("SINK_POSTGRES_URL", PG)
+        .set("SINK_POSTGRES_SCHEMA", &schema.0)
+        .set("SINK_CHECKPOINT_EVERY", "1");
+    let mut bridge = start_bridge(&client, &benv).await;
+    let mut sink = start_sink(&senv).await;
+    let coll = client.database(&db).collection::<Document>("points");
+
+    // MongoDB stores a NUL character in a string; PostgreSQL cannot, in `jsonb` or `text`.
+    coll.insert_one(doc! {"_id": 1, "x": 1, "y": true}).await.unwrap();
+    coll.insert_one(doc! {"_id": 2, "x": 2, "y": false, "s": "a\0b"}).await.unwrap();
+    coll.insert_one(doc! {"_id": 3, "x": 3, "y": true}).await.unwrap();
+    let dlq = consume_until("/", &format!("{queue}.dlq"), LIMIT, |got| !got.is_empty()).await;
+    let reason = dlq[0].props.headers().as_ref().and_then(|h| h.inner().get("x-reason").cloned());
+    let Some(AMQPValue::LongString(reason)) = reason else { panic!("no x-reason: {:?}", dlq[0].props) };
+    let reason = String::from_utf8_lossy(reason.as_bytes()).into_owned();
+    assert!(reason.starts_with("PostgreSQL refused the record: "), "{reason}");
+    assert_eq!(
+        dlq[0].json(),
+        json!({"collection": "points", "key": "2", "version": 1, "doc": {"_id": 2, "x": 2, "y": false, "s": "a\u{0}b"}})
+    );
+
+    // The sink goes on: the other records, and the next ones, reach PostgreSQL.
+    coll.insert_one(doc! {"_id": 4, "x": 4, "y": false}).await.unwrap();
+    let rows = wait_for("records 1, 3 and 4 in PostgreSQL", LIMIT, || async {
+        table(&schema.0, "points").await.filter(|t| t.len() == 3)
+    })
+    .await;
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["1", "3", "4"]);
+    let stats = sink_get(&senv, "/stats").await.unwrap();
+    assert_eq!(count(&stats, "events_applied"), 4, "the sink holds every record: {stats}");
+    assert!(sink.output().contains("dead-lettering a record PostgreSQL refuses"));
+
+    assert!(sink.terminate(LIMIT).await.success());
+    assert!(bridge.terminate(LIMIT).await.success());
+    delete_topology("/", &queue).await;
 }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions,
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::alerts::AlertPublisher;
 use super::core::Outcome;
 use super::decode::Delivery;
-use super::pg_mirror::PgMirror;
+use super::pg_mirror::{PgMirror, Refused};
 use super::redis_mirror::RedisMirror;
 use super::settings::SinkSettings;
 use super::stats::Board;
@@ -87,15 +88,13 @@ impl Mirrors {
 
     /// Write what the next checkpoint covers: the changed records (after a start, every
     /// stored record first), the figures and the alerts. Retries with backoff until it
-    /// succeeds; `false` if shutdown came first (then nothing is checkpointed nor acknowledged:
-    /// it all comes again).
-    async fn write(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> bool {
+    /// succeeds; the records PostgreSQL refuses as data, to be dead-lettered; `None` if
+    /// shutdown came first (then nothing is checkpointed nor acknowledged: it all comes again).
+    async fn write(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> Option<Vec<Refused>> {
         if !self.any() {
-            return true;
+            return Some(Vec::new());
         }
-        if !self.catch_up(core, shutdown).await {
-            return false;
-        }
+        let mut refused = self.catch_up(core, shutdown).await?;
         let (rows, stats, alerts) = {
             let core = http::lock(core);
             let rows = if self.pg.is_some() { core.changed_rows() } else { Vec::new() };
@@ -106,7 +105,10 @@ impl Mirrors {
         loop {
             if !pg_done && let Some(pg) = &mut self.pg {
                 match pg.write(&rows).await {
-                    Ok(()) => pg_done = true,
+                    Ok(r) => {
+                        refused.extend(r);
+                        pg_done = true;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
                     }
@@ -119,10 +121,10 @@ impl Mirrors {
                 }
             }
             if pg_done && redis_done {
-                return true;
+                return Some(refused);
             }
             if !backoff.wait(shutdown).await {
-                return false;
+                return None;
             }
         }
     }
@@ -131,9 +133,10 @@ impl Mirrors {
 impl Mirrors {
     /// After a start, write every stored record into PostgreSQL, a page at a time (the
     /// records are not all in memory); each page is one transaction, retried with backoff.
-    /// `false` if shutdown came first or the store cannot be read.
-    async fn catch_up(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> bool {
-        let Some(pg) = self.pg.as_mut().filter(|pg| pg.wants_all()) else { return true };
+    /// The records PostgreSQL refuses; `None` if shutdown came first or the store cannot be read.
+    async fn catch_up(&mut self, core: &http::Shared, shutdown: &CancellationToken) -> Option<Vec<Refused>> {
+        let mut refused = Vec::new();
+        let Some(pg) = self.pg.as_mut().filter(|pg| pg.wants_all()) else { return Some(refused) };
         let mut after: Option<String> = None;
         let mut written = 0;
         loop {
@@ -142,14 +145,22 @@ impl Mirrors {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the records to mirror; messages stay unacknowledged");
-                    return false;
+                    return None;
                 }
             };
             let mut backoff = Backoff::default();
-            while let Err(e) = pg.write(&rows).await {
-                tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying");
+            loop {
+                match pg.write(&rows).await {
+                    Ok(r) => {
+                        refused.extend(r);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
+                    }
+                }
                 if !backoff.wait(shutdown).await {
-                    return false;
+                    return None;
                 }
             }
             written += rows.len();
@@ -160,7 +171,7 @@ impl Mirrors {
         }
         tracing::info!(records = written, "PostgreSQL mirror caught up with the stored records");
         pg.mark_synced();
-        true
+        Some(refused)
     }
 }
 
@@ -330,10 +341,11 @@ impl Consumer {
     ) -> Result<(), MqError> {
         let unpublished = http::lock(&self.core).unpublished_alerts().to_vec();
         alerts.publish(&unpublished).await?;
-        if !self.mirrors.lock().await.write(&self.core, shutdown).await {
+        let Some(refused) = self.mirrors.lock().await.write(&self.core, shutdown).await else {
             tracing::warn!("stopping before the mirrors were written; messages stay unacknowledged");
             return Ok(());
-        }
+        };
+        self.dead_letter_refused(&refused).await?;
         if let Err(e) = self.checkpoint().await {
             // Not acking keeps the messages; they come again after a restart.
             tracing::error!(error = %e, "checkpoint failed; messages stay unacknowledged");
@@ -370,10 +382,53 @@ impl Consumer {
         // One attempt: this is shutdown.
         let once = CancellationToken::new();
         once.cancel();
-        if !self.mirrors.lock().await.write(&self.core, &once).await {
+        let Some(refused) = self.mirrors.lock().await.write(&self.core, &once).await else {
+            return Ok(());
+        };
+        let dead_lettered = tokio::time::timeout(Duration::from_secs(5), self.dead_letter_refused(&refused)).await;
+        if !matches!(dead_lettered, Ok(Ok(()))) {
+            tracing::warn!(
+                records = refused.len(),
+                "cannot dead-letter the records PostgreSQL refuses; not checkpointing"
+            );
             return Ok(());
         }
         self.checkpoint().await
+    }
+
+    /// Dead-letter the records PostgreSQL refuses (confirmed), before the checkpoint that
+    /// covers them: each goes to the dead-letter queue as `{collection, key, version, doc}`
+    /// with its reason in `x-reason`, and the sink goes on. Its row in PostgreSQL keeps the
+    /// last version PostgreSQL took.
+    async fn dead_letter_refused(&self, refused: &[Refused]) -> Result<(), MqError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let channel = self.rabbit.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        for r in refused {
+            let row = &r.row;
+            tracing::warn!(collection = %row.collection, key = %row.key, version = row.version, reason = %r.reason,
+                "dead-lettering a record PostgreSQL refuses");
+            let mut headers = FieldTable::default();
+            headers.insert("x-reason".into(), AMQPValue::LongString(r.reason.as_str().into()));
+            let props = BasicProperties::default()
+                .with_headers(headers)
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    self.topology.dlq.as_str().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &r.body(),
+                    props,
+                )
+                .await?;
+            confirmed(confirm).await?;
+        }
+        let _ = channel.close(200, "bye".into()).await;
+        Ok(())
     }
 
     /// Checkpoint: one transaction of the state store, committed (fsync'd) on a blocking

@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use serde_json::value::RawValue;
+use tokio_postgres::{NoTls, Transaction};
 
 use super::core::Row;
 use crate::config::SecretUrl;
@@ -59,14 +60,53 @@ impl PgMirror {
         self.synced = true;
     }
 
-    /// Write `rows` (upserts and deletes, version-guarded) in one transaction.
-    pub async fn write(&mut self, rows: &[Row]) -> Result<(), PgError> {
+    /// Write `rows` (upserts and deletes, version-guarded) in one transaction. A row
+    /// PostgreSQL refuses as data (SQLSTATE class 22: a NUL character, which neither `text`
+    /// nor `jsonb` can hold; an invalid Unicode escape) would be refused at every retry, so
+    /// the rows are then written again one at a time, each behind a savepoint, and those it
+    /// refuses are returned: the caller dead-letters them, and the others are written. Any
+    /// other failure is an error (retried by the caller).
+    pub async fn write(&mut self, rows: &[Row]) -> Result<Vec<Refused>, PgError> {
         if rows.is_empty() && self.synced {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut client = self.pool.get().await.map_err(|e| PgError::Pool(e.to_string()))?;
         let tx = client.transaction().await?;
+        match self.write_rows(&tx, rows).await {
+            Ok(created) => {
+                tx.commit().await?;
+                self.created.extend(created);
+                return Ok(Vec::new());
+            }
+            Err(e) if is_data_error(&e) => tx.rollback().await?,
+            Err(e) => return Err(e.into()),
+        }
+        let mut tx = client.transaction().await?;
+        let mut refused = Vec::new();
+        let mut created = Vec::new();
+        for row in rows {
+            let sp = tx.savepoint("row").await?;
+            match self.write_rows(&sp, std::slice::from_ref(row)).await {
+                Ok(c) => {
+                    sp.commit().await?;
+                    created.extend(c);
+                }
+                Err(e) if is_data_error(&e) => {
+                    sp.rollback().await?;
+                    refused.push(Refused { row: row.clone(), reason: refusal(&e) });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        self.created.extend(created);
+        Ok(refused)
+    }
+
+    /// The statements writing `rows` in `tx`; the tables it created.
+    async fn write_rows(&self, tx: &Transaction<'_>, rows: &[Row]) -> Result<Vec<String>, tokio_postgres::Error> {
         let schema = ident(&self.schema);
+        let mut created = Vec::new();
         if self.created.is_empty() {
             tx.batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -74,13 +114,13 @@ impl PgMirror {
                    version bigint NOT NULL, PRIMARY KEY (tbl, key));"
             ))
             .await?;
+            created.push(String::new()); // the schema and `_tombstones` exist
         }
         let mut by_table: BTreeMap<&str, (Vec<&Row>, Vec<&Row>)> = BTreeMap::new();
         for r in rows {
             let entry = by_table.entry(r.collection.as_str()).or_default();
             if r.doc.is_some() { entry.0.push(r) } else { entry.1.push(r) }
         }
-        let mut created = Vec::new();
         for (table, (live, gone)) in by_table {
             let t = format!("{schema}.{}", ident(table));
             if !self.created.contains(table) {
@@ -118,9 +158,51 @@ impl PgMirror {
                 tx.execute(&sql, &[&keys, &versions, &table]).await?;
             }
         }
-        tx.commit().await?;
-        self.created.extend(created);
-        self.created.insert(String::new()); // the schema and `_tombstones` exist
-        Ok(())
+        Ok(created)
+    }
+}
+
+/// Whether PostgreSQL refused the data itself (SQLSTATE class 22, "data exception"), which
+/// no retry changes.
+fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("22"))
+}
+
+/// Why PostgreSQL refused a record, in its own words.
+fn refusal(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let detail = d.detail().map(|x| format!(" ({x})")).unwrap_or_default();
+            format!("PostgreSQL refused the record: {}{detail} [SQLSTATE {}]", d.message(), d.code().code())
+        }
+        None => format!("PostgreSQL refused the record: {e}"),
+    }
+}
+
+/// A record PostgreSQL refuses, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// The record as the mirror tried to write it.
+    pub row: Row,
+    /// PostgreSQL's error.
+    pub reason: String,
+}
+
+impl Refused {
+    /// The dead-letter message: `{"collection", "key", "version", "doc"}` (`doc` null for a
+    /// delete).
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            collection: &'a str,
+            key: &'a str,
+            version: u64,
+            /// The document's text as the sink holds it, not re-encoded.
+            doc: Option<&'a RawValue>,
+        }
+        let row = &self.row;
+        let doc = row.doc.as_deref().and_then(|d| serde_json::from_str::<&RawValue>(d).ok());
+        let body = Body { collection: &row.collection, key: &row.key, version: row.version, doc };
+        serde_json::to_vec(&body).expect("strings, a number and raw JSON serialise")
     }
 }
