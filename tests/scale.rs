@@ -163,6 +163,14 @@ async fn quorum_queues_carry_the_stream_and_a_stream_queue_replays_its_history_t
             let mut again = start_sink(&senv).await;
             let s = wait_stats(&senv, "the rest applied", LIMIT, |s| count(s, "events_applied") >= 600).await;
             assert_eq!(s["model"]["trained"], 600, "no message applied twice: {s}");
+            // Poison cannot be rejected into a dead-letter exchange from a stream: the sink
+            // publishes it to the dead-letter queue (a stream too) with its reason.
+            publish_routed("/", "", &[(queue.as_str(), b"{not json".as_slice())]).await;
+            let dlq = consume_stream_until("/", &format!("{queue}.dlq"), LIMIT, |got| !got.is_empty()).await;
+            assert_eq!(dlq[0].body, b"{not json");
+            let reason = dlq[0].props.headers().as_ref().and_then(|h| h.inner().get("x-reason").cloned());
+            assert!(matches!(reason, Some(lapin::types::AMQPValue::LongString(_))), "{:?}", dlq[0].props);
+            wait_stats(&senv, "the poison counted", LIMIT, |s| count(s, "dead_lettered") == 1).await;
             let fresh_state = tempfile::tempdir().unwrap();
             let fresh = sink_env(&queue, fresh_state.path(), "v", "label")
                 .set("RABBITMQ_QUEUE_TYPE", "stream")

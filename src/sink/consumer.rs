@@ -175,6 +175,23 @@ impl Mirrors {
     }
 }
 
+/// Publish `body` (persistent, with `props`) to the dead-letter queue `dlq` with `reason` in its
+/// `x-reason` header, and wait for the broker's confirm (`channel` is in confirm mode).
+async fn dead_letter(
+    channel: &lapin::Channel,
+    dlq: &str,
+    body: &[u8],
+    props: BasicProperties,
+    reason: &str,
+) -> Result<(), MqError> {
+    let mut headers = FieldTable::default();
+    headers.insert("x-reason".into(), AMQPValue::LongString(reason.into()));
+    let props = props.with_headers(headers).with_delivery_mode(2);
+    let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+    let confirm = channel.basic_publish("".into(), dlq.into(), mandatory, body, props).await?;
+    confirmed(confirm).await
+}
+
 /// Records per PostgreSQL transaction while a mirror catches up after a start.
 const MIRROR_PAGE: usize = 5_000;
 
@@ -288,20 +305,8 @@ impl Consumer {
                     pending.count += 1;
                     if let (Outcome::Poison(reason), Some(dlq)) = (&outcome, &dead_letters) {
                         tracing::warn!(reason = %reason, tag = delivery.delivery_tag, "dead-lettering a poison message");
-                        let mut headers = FieldTable::default();
-                        headers.insert("x-reason".into(), AMQPValue::LongString(reason.as_str().into()));
-                        let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-                        let confirm = dlq
-                            .basic_publish(
-                                "".into(),
-                                self.topology.dlq.as_str().into(),
-                                BasicPublishOptions { mandatory: true, ..Default::default() },
-                                &delivery.data,
-                                props,
-                            )
-                            .await
-                            .map_err(MqError::from)?;
-                        confirmed(confirm).await?;
+                        let props = delivery.properties.clone();
+                        dead_letter(dlq, &self.topology.dlq, &delivery.data, props, reason).await?;
                         pending.ack_upto = Some(delivery.delivery_tag);
                         pending.unsettled += 1;
                     } else if let Outcome::Poison(reason) = &outcome {
@@ -410,22 +415,8 @@ impl Consumer {
             let row = &r.row;
             tracing::warn!(collection = %row.collection, key = %row.key, version = row.version, reason = %r.reason,
                 "dead-lettering a record PostgreSQL refuses");
-            let mut headers = FieldTable::default();
-            headers.insert("x-reason".into(), AMQPValue::LongString(r.reason.as_str().into()));
-            let props = BasicProperties::default()
-                .with_headers(headers)
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into());
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    self.topology.dlq.as_str().into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &r.body(),
-                    props,
-                )
-                .await?;
-            confirmed(confirm).await?;
+            let props = BasicProperties::default().with_content_type("application/json".into());
+            dead_letter(&channel, &self.topology.dlq, &r.body(), props, &r.reason).await?;
         }
         let _ = channel.close(200, "bye".into()).await;
         Ok(())

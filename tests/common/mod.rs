@@ -347,18 +347,36 @@ pub async fn consume_until(
     vhost: &str,
     queue: &str,
     limit: Duration,
+    done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    consume_with(vhost, queue, FieldTable::default(), limit, done).await
+}
+
+/// [`consume_until`] on a stream queue, from its first message.
+#[allow(dead_code)] // not every test binary reads a stream
+pub async fn consume_stream_until(
+    vhost: &str,
+    queue: &str,
+    limit: Duration,
+    done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), lapin::types::AMQPValue::LongString("first".into()));
+    consume_with(vhost, queue, args, limit, done).await
+}
+
+async fn consume_with(
+    vhost: &str,
+    queue: &str,
+    args: FieldTable,
+    limit: Duration,
     mut done: impl FnMut(&[Received]) -> bool,
 ) -> Vec<Received> {
     let conn = Connection::connect(&amqp_uri(vhost), ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.basic_qos(1000, BasicQosOptions::default()).await.unwrap();
     let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            unique("test").as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume(queue.into(), unique("test").as_str().into(), BasicConsumeOptions::default(), args)
         .await
         .unwrap();
     let mut got = Vec::new();
