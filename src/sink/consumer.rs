@@ -21,6 +21,7 @@ use super::decode::Delivery;
 use super::pg_mirror::{PgMirror, Refused};
 use super::redis_mirror::RedisMirror;
 use super::settings::SinkSettings;
+use super::state::Row;
 use super::stats::Board;
 use super::{SharedFile, http};
 use crate::config::QueueType;
@@ -100,33 +101,19 @@ impl Mirrors {
             let rows = if self.pg.is_some() { core.changed_rows() } else { Vec::new() };
             (rows, core.stats(), core.unpublished_alerts().to_vec())
         };
-        let mut backoff = Backoff::default();
-        let (mut pg_done, mut redis_done) = (self.pg.is_none(), self.redis.is_none());
-        loop {
-            if !pg_done && let Some(pg) = &mut self.pg {
-                match pg.write(&rows).await {
-                    Ok(r) => {
-                        refused.extend(r);
-                        pg_done = true;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
-                    }
+        if let Some(pg) = &mut self.pg {
+            refused.extend(write_pg(pg, &rows, shutdown).await?);
+        }
+        if let Some(redis) = &mut self.redis {
+            let mut backoff = Backoff::default();
+            while let Err(e) = redis.write(&stats, &alerts).await {
+                tracing::warn!(error = %e, "cannot write to Redis; not acknowledging, retrying");
+                if !backoff.wait(shutdown).await {
+                    return None;
                 }
-            }
-            if !redis_done && let Some(redis) = &mut self.redis {
-                match redis.write(&stats, &alerts).await {
-                    Ok(()) => redis_done = true,
-                    Err(e) => tracing::warn!(error = %e, "cannot write to Redis; not acknowledging, retrying"),
-                }
-            }
-            if pg_done && redis_done {
-                return Some(refused);
-            }
-            if !backoff.wait(shutdown).await {
-                return None;
             }
         }
+        Some(refused)
     }
 }
 
@@ -148,21 +135,7 @@ impl Mirrors {
                     return None;
                 }
             };
-            let mut backoff = Backoff::default();
-            loop {
-                match pg.write(&rows).await {
-                    Ok(r) => {
-                        refused.extend(r);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
-                    }
-                }
-                if !backoff.wait(shutdown).await {
-                    return None;
-                }
-            }
+            refused.extend(write_pg(pg, &rows, shutdown).await?);
             written += rows.len();
             match next {
                 Some(k) => after = Some(k),
@@ -172,6 +145,23 @@ impl Mirrors {
         tracing::info!(records = written, "PostgreSQL mirror caught up with the stored records");
         pg.mark_synced();
         Some(refused)
+    }
+}
+
+/// Write `rows` into PostgreSQL, retrying with backoff until it succeeds; the records
+/// PostgreSQL refuses as data; `None` if shutdown came first.
+async fn write_pg(pg: &mut PgMirror, rows: &[Row], shutdown: &CancellationToken) -> Option<Vec<Refused>> {
+    let mut backoff = Backoff::default();
+    loop {
+        match pg.write(rows).await {
+            Ok(refused) => return Some(refused),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "cannot write to PostgreSQL; not acknowledging, retrying")
+            }
+        }
+        if !backoff.wait(shutdown).await {
+            return None;
+        }
     }
 }
 
