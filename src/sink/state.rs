@@ -122,6 +122,11 @@ fn store_key(collection: &str, key: &str) -> String {
     k
 }
 
+/// A store key back into its collection and key ([`store_key`]'s inverse).
+fn split_key(k: &str) -> (&str, &str) {
+    k.split_once('\0').unwrap_or((k, ""))
+}
+
 fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError(format!("a record is unreadable: {e}")))
 }
@@ -246,7 +251,7 @@ impl Records {
             .map_err(StoreError::from)?;
             for item in range {
                 let (k, v) = item.map_err(StoreError::from)?;
-                let (c, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
+                let (c, key) = split_key(k.value());
                 if !held(c, key) {
                     visit(c, key, &decode(v.value())?);
                 }
@@ -286,7 +291,7 @@ impl Records {
         let mut last = None;
         for item in range.take(limit) {
             let (k, v) = item.map_err(StoreError::from)?;
-            let (c, key) = k.value().split_once('\0').unwrap_or((k.value(), ""));
+            let (c, key) = split_key(k.value());
             visit(c, key, &decode(v.value())?);
             last = Some(k.value().to_string());
         }
